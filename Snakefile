@@ -1,0 +1,19 @@
+# biasprune: where racial bias sits in a chat model, what pruning it does, and how far that carries.
+# Entry point only: the stages live in workflow/rules/, the logic in workflow/scripts/biasprune/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/models.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,58 @@
+# All Python the rules use: config validation (first), wildcard constraints, targets, params helpers.
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+
+from biasprune.errors import ConfigError
+from biasprune.study import load_study
+
+CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
+
+try:
+    STUDY = load_study(config, CONFIG_FILE)
+except ConfigError as error:
+    sys.exit(f"biasprune: {error}")
+
+
+wildcard_constraints:
+    domain="|".join(map(re.escape, STUDY.domains)),
+    model="|".join(map(re.escape, STUDY.models)),
+
+
+def get_final_output():
+    """Every file the study ends in (as far as the chain exists)."""
+    return [
+        *expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
+        "results/prompts/neutral.parquet",
+        *expand("results/{model}/model_check.json", model=STUDY.models),
+    ]
+
+
+def domain_inputs(wildcards):
+    """The files a domain's prompt table is made from (so editing one reruns only that domain)."""
+    domain = STUDY.domains[wildcards.domain]
+    files = {"domain": domain.file, "names": config["names"]["table"]}
+    if domain.table is not None:
+        files["table"] = domain.table.path
+    return files
+
+
+def domain_params(wildcards):
+    """Everything of the config that shapes a domain's prompts (a change reruns that domain)."""
+    return {
+        "variations": list(STUDY.variations[wildcards.domain]),
+        "names": config["names"]["include"],
+        "groups": list(STUDY.groups),
+        "answer_suffix": config["prompts"]["answer_suffix"],
+    }
+
+
+def model_spec(wildcards):
+    """The registry entry of {model}: where it comes from and how it runs."""
+    return STUDY.model(wildcards.model)
+
+
+def model_gpus(wildcards):
+    return STUDY.model(wildcards.model)["gpus"]

@@ -1,0 +1,34 @@
+rule prompts:
+    """One row per (variation, name) of a domain: rendered message, labels and the name's spans."""
+    input:
+        unpack(domain_inputs),
+    output:
+        table="results/prompts/{domain}.parquet",
+    params:
+        spec=domain_params,
+    log:
+        "logs/prompts/{domain}.log",
+    benchmark:
+        "benchmarks/prompts/{domain}.tsv"
+    conda:
+        "../envs/prompts.yaml"
+    script:
+        "../scripts/prompts.py"
+
+
+rule neutral_prompts:
+    """Name-free prompts for damage measurement."""
+    input:
+        neutral=config["prompts"]["neutral"],
+        names=config["names"]["table"],
+    output:
+        table="results/prompts/neutral.parquet",
+    params:
+        names=config["names"]["include"],
+        groups=STUDY.groups,
+    log:
+        "logs/neutral_prompts/neutral.log",
+    conda:
+        "../envs/prompts.yaml"
+    script:
+        "../scripts/neutral_prompts.py"

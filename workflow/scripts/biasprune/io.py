@@ -1,0 +1,63 @@
+"""Atomic file output, hashing and Parquet with provenance metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
+
+    A reader (or Snakemake after a crash) never sees a half-written file or folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike, provenance: Mapping[str, object]) -> None:
+    """Write `table` atomically with `provenance` as JSON under the key-value metadata key `biasprune`."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"biasprune"] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The provenance dict that `write_parquet` stored."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(b"biasprune", b"{}"))

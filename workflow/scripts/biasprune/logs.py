@@ -1,0 +1,41 @@
+"""Run a rule's script with everything it prints going to the rule's log file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+
+from .errors import ConfigError
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike) -> Iterator[None]:
+    """Redirect stdout and stderr (file descriptors too, so library and C output land there) to `path`.
+
+    A ConfigError is also printed as one line on the console, where the user is looking.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with open(path, "w") as log:
+        for fd in saved:
+            os.dup2(log.fileno(), fd)
+        try:
+            yield
+        except ConfigError as error:
+            traceback.print_exc()
+            with os.fdopen(os.dup(saved[2]), "w") as console:
+                print(f"biasprune: {error}", file=console)
+            raise SystemExit(1) from None
+        except BaseException:
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)

@@ -1,0 +1,105 @@
+"""JSON-schema validation with one-line messages and defaults filled in."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@cache
+def load_schema(name: str) -> dict:
+    with open(SCHEMA_DIR / f"{name}.schema.yaml") as handle:
+        return yaml.safe_load(handle)
+
+
+def _key(path) -> str:
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key.lstrip(".") or "(top level)"
+
+
+def _explain(error: jsonschema.ValidationError) -> tuple[str, str, object]:
+    """(key, expected, got) for the most relevant error."""
+    key = _key(error.absolute_path)
+    value, kind = error.validator_value, error.validator
+    if kind == "required":
+        missing = next(name for name in value if name not in error.instance)
+        return _key([*error.absolute_path, missing]), "this key to be present", None
+    if kind == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(error.schema.get("properties", {}))
+        return _key([*error.absolute_path, extra[0]]), f"no such key (allowed: {allowed})", None
+    if kind == "oneOf" and isinstance(error.instance, dict) and "description" in error.schema:
+        return key, error.schema["description"].strip(), None
+    expected = {
+        "enum": f"one of {value}",
+        "type": f"a value of type {value}",
+        "minItems": f"at least {value} item(s)",
+        "maxItems": f"at most {value} item(s)",
+        "minProperties": f"at least {value} entry(ies)",
+        "uniqueItems": "items without duplicates",
+        "pattern": f"a string matching {value}",
+        "exclusiveMinimum": f"a number above {value}",
+        "minimum": f"a number of at least {value}",
+        "minLength": "a non-empty string",
+    }.get(kind, error.message)
+    return key, expected, error.instance
+
+
+def _fill_defaults(instance, schema: dict, root: dict) -> None:
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    if not isinstance(instance, dict):
+        return
+    branches = [schema] + [sub.get("then", {}) for sub in schema.get("allOf", [])]
+    for branch in branches:
+        for name, sub in branch.get("properties", {}).items():
+            if isinstance(sub, dict) and "default" in sub and name not in instance:
+                instance[name] = copy.deepcopy(sub["default"])
+            if isinstance(sub, dict) and name in instance:
+                _fill_defaults(instance[name], sub, root)
+        extra = branch.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, value in instance.items():
+                if name not in branch.get("properties", {}):
+                    _fill_defaults(value, extra, root)
+
+
+def validate(instance: dict, schema_name: str, file: object) -> dict:
+    """Validate `instance` against a schema of workflow/schemas/; return a copy with defaults filled.
+
+    Raises ConfigError naming `file`, the key and what was expected.
+    """
+    schema = load_schema(schema_name)
+    if not isinstance(instance, dict):
+        raise ConfigError(file, "(top level)", "a YAML mapping", type(instance).__name__)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
+    if error is not None:
+        raise ConfigError(file, *_explain(error))
+    filled = copy.deepcopy(instance)
+    _fill_defaults(filled, schema, schema)
+    return filled
+
+
+def read_yaml(path: str | Path, what: str = "a YAML file"):
+    """Parse a YAML file; a missing file or a syntax error becomes a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "(file)", f"{what} at this path")
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(path, where, f"valid YAML ({problem})") from None

@@ -1,0 +1,210 @@
+"""The study's specification: validated config, domain files and the names table, as frozen specs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .prompts import find_name, table_variations
+from .schema import read_yaml, validate
+
+TEMPLATE_FIELDS = ("name", "variation")
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+NAME_COLUMNS = ("name", "race", "gender")
+ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a domain asks for and how readouts read it."""
+
+    unit: str
+    prefix: str
+    range: tuple[float, float]
+    grid: tuple[float, ...]
+    favourable: str = "neutral"
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """A user's own prompts: a table file and the names of its columns."""
+
+    path: Path
+    format: str
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One use case: a template with variations, or a table of the user's own prompts."""
+
+    key: str
+    file: Path
+    description: str
+    answer: Answer
+    template: str | None = None
+    variations: tuple[str, ...] = ()
+    suffix: bool = False
+    table: PromptTable | None = None
+
+
+def expand_grid(grid, file: Path) -> tuple[float, ...]:
+    """Candidate answers: an explicit list, {min, max, step}, or round numbers between min and max."""
+    if isinstance(grid, list):
+        return tuple(sorted(float(value) for value in grid))
+    low, high = float(grid["min"]), float(grid["max"])
+    if high <= low:
+        raise ConfigError(file, "answer.grid.max", f"a number above min ({low})", high)
+    if "step" in grid:
+        count = math.floor((high - low) / grid["step"] + 1e-9) + 1
+        return tuple(round(low + index * grid["step"], 10) for index in range(count))
+    values = []
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        values += [round(mantissa * 10.0**exponent, 10) for mantissa in ROUND_MANTISSAS]
+    return tuple(value for value in values if low <= value <= high)
+
+
+def template_fields(template: str, file: Path) -> list[str]:
+    """The placeholders of `template`; only {name} and {variation}, plain, are allowed."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ConfigError(file, "template", "balanced braces ({{ and }} for literal ones)", str(error)) from None
+    fields = [name for _, name, _, _ in parsed if name is not None]
+    for name, (_, _, spec, conversion) in zip(fields, (p for p in parsed if p[1] is not None), strict=True):
+        if name not in TEMPLATE_FIELDS or spec or conversion:
+            raise ConfigError(file, "template", "only the placeholders {name} and {variation}", f"{{{name}}}")
+    if "name" not in fields:
+        raise ConfigError(file, "template", "the placeholder {name}", template[:60])
+    return fields
+
+
+def load_domain(key: str, prompts_dir: Path) -> Domain:
+    """Read and check `<prompts_dir>/<key>.yaml`."""
+    file = prompts_dir / f"{key}.yaml"
+    if not file.is_file():
+        available = sorted(path.stem for path in prompts_dir.glob("*.yaml") if path.stem != "neutral")
+        raise ConfigError(file, f"domains: {key}", f"a domain file (domains here: {', '.join(available)})")
+    spec = validate(read_yaml(file, "a domain file"), "domain", file)
+    answer = spec["answer"]
+    low, high = answer["range"]
+    if high <= low:
+        raise ConfigError(file, "answer.range", "[low, high] with low < high", answer["range"])
+    common = dict(
+        key=key,
+        file=file,
+        description=spec["description"],
+        answer=Answer(
+            unit=answer["unit"],
+            prefix=answer["prefix"],
+            range=(float(low), float(high)),
+            grid=expand_grid(answer["grid"], file),
+            favourable=answer["favourable"],
+        ),
+    )
+    if "table" in spec:
+        path = (file.parent / spec["table"]["path"]).resolve()
+        if path.suffix not in TABLE_FORMATS:
+            raise ConfigError(file, "table.path", f"a file ending in one of {sorted(TABLE_FORMATS)}", path.name)
+        if not path.is_file():
+            raise ConfigError(file, "table.path", "an existing prompt table", str(path))
+        table = PromptTable(path, TABLE_FORMATS[path.suffix], spec["table"]["columns"])
+        return Domain(**common, table=table, variations=table_variations(table, file))
+    template_fields(spec["template"], file)
+    if not spec["variations"]:
+        raise ConfigError(file, "variations", "at least one variation", [])
+    return Domain(**common, template=spec["template"], variations=tuple(spec["variations"]), suffix=spec["suffix"])
+
+
+def load_names(path: Path, groups: tuple[str, ...], include: list[str] = ()) -> list[dict[str, str]]:
+    """Rows of the names table (name, race, gender), checked and restricted to `include` if given."""
+    if not path.is_file():
+        raise ConfigError(path, "names.table", "a TSV file with columns name, race, gender")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        missing = [column for column in NAME_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(path, f"column {missing[0]}", f"columns {', '.join(NAME_COLUMNS)}", reader.fieldnames)
+        rows = [{column: (row[column] or "").strip() for column in NAME_COLUMNS} for row in reader]
+    seen = set()
+    for line, row in enumerate(rows, start=2):
+        if not row["name"]:
+            raise ConfigError(path, f"line {line}: name", "a non-empty name")
+        if row["name"] in seen:
+            raise ConfigError(path, f"line {line}: name", "each name once", row["name"])
+        if row["race"] not in groups:
+            raise ConfigError(path, f"line {line}: race", f"one of the configured groups {list(groups)}", row["race"])
+        seen.add(row["name"])
+    unknown = [name for name in include if name not in seen]
+    if unknown:
+        raise ConfigError(path, "names.include", "names present in the names table", unknown[0])
+    if include:
+        rows = [row for row in rows if row["name"] in include]
+    for group in groups:
+        if not any(row["race"] == group for row in rows):
+            raise ConfigError(path, "race", f"at least one name of group {group!r}")
+    return rows
+
+
+@dataclass(frozen=True)
+class Study:
+    """The validated config: groups, names, domains (with the variations used) and models."""
+
+    config: dict
+    groups: tuple[str, ...]
+    names: tuple[dict, ...]
+    domains: dict[str, Domain]
+    variations: dict[str, tuple[str, ...]]
+    neutral: tuple[str, ...]
+
+    @property
+    def models(self) -> list[str]:
+        return self.config["models"]
+
+    def model(self, key: str) -> dict:
+        return self.config["model_registry"][key]
+
+
+def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
+    """Validate the whole study before any job is planned; raise one ConfigError on the first problem."""
+    config = validate(config, "config", config_file)
+    for index, key in enumerate(config["models"]):
+        if key not in config["model_registry"]:
+            known = ", ".join(config["model_registry"])
+            raise ConfigError(config_file, f"models[{index}]", f"a key of model_registry ({known})", key)
+    groups = tuple(config["groups"])
+    names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
+    prompts_dir = root / config["prompts"]["dir"]
+    domains, variations = {}, {}
+    for key in config["domains"]:
+        if key == "neutral":
+            raise ConfigError(config_file, "domains", "a domain key other than 'neutral' (reserved)", key)
+        domain = domains[key] = load_domain(key, prompts_dir)
+        chosen = config["variations"].get(key)
+        if chosen:
+            unknown = [value for value in chosen if value not in domain.variations]
+            if unknown:
+                raise ConfigError(config_file, f"variations.{key}", f"variations of {domain.file}", unknown[0])
+        variations[key] = tuple(chosen or domain.variations)
+    for key in config["variations"]:
+        if key not in domains:
+            raise ConfigError(config_file, f"variations.{key}", f"a domain listed in domains {list(domains)}")
+    neutral = load_neutral(root / config["prompts"]["neutral"], [row["name"] for row in names])
+    return Study(config, groups, tuple(names), domains, variations, neutral)
+
+
+def load_neutral(path: Path, names: list[str]) -> tuple[str, ...]:
+    """Name-free prompts for damage measurement: a YAML mapping with a non-empty list under `prompts`."""
+    spec = read_yaml(path, "a YAML file of neutral prompts")
+    prompts = spec.get("prompts") if isinstance(spec, dict) else None
+    if not prompts or not all(isinstance(text, str) and text.strip() for text in prompts):
+        raise ConfigError(path, "prompts", "a non-empty list of non-empty strings")
+    for index, text in enumerate(prompts):
+        hit = next((name for name in names if find_name(text, name)), None)
+        if hit:
+            raise ConfigError(path, f"prompts[{index}]", "a prompt without any study name", hit)
+    return tuple(prompts)
