@@ -14,6 +14,6 @@ include: "workflow/rules/models.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

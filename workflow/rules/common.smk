@@ -15,6 +15,9 @@ try:
 except ConfigError as error:
     sys.exit(f"biasprune: {error}")
 
+# The domain whose first prompt the model check answers.
+FIRST_DOMAIN = STUDY.domains[config["domains"][0]]
+
 
 wildcard_constraints:
     domain="|".join(map(re.escape, STUDY.domains)),

@@ -2,14 +2,14 @@ rule fetch_model:
     """Obtain a model from its registry entry (the only rule that touches the network)."""
     output:
         model=directory("resources/models/{model}"),
-    params:
-        spec=model_spec,
     log:
         "logs/fetch_model/{model}.log",
     benchmark:
         "benchmarks/fetch_model/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    params:
+        spec=model_spec,
     script:
         "../scripts/fetch_model.py"
 
@@ -18,19 +18,19 @@ rule model_check:
     """Load the model, describe its architecture and greedy-decode the first prompt of the first domain."""
     input:
         model="resources/models/{model}",
-        prompts=f"results/prompts/{next(iter(STUDY.domains))}.parquet",
+        prompts=f"results/prompts/{FIRST_DOMAIN.key}.parquet",
     output:
         check="results/{model}/model_check.json",
-    params:
-        spec=model_spec,
-        prefix=STUDY.domains[next(iter(STUDY.domains))].answer.prefix,
-    resources:
-        gpu=model_gpus,
     log:
         "logs/model_check/{model}.log",
     benchmark:
         "benchmarks/model_check/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        spec=model_spec,
+        prefix=FIRST_DOMAIN.answer.prefix,
     script:
         "../scripts/model_check.py"

@@ -4,14 +4,14 @@ rule prompts:
         unpack(domain_inputs),
     output:
         table="results/prompts/{domain}.parquet",
-    params:
-        spec=domain_params,
     log:
         "logs/prompts/{domain}.log",
     benchmark:
         "benchmarks/prompts/{domain}.tsv"
     conda:
         "../envs/prompts.yaml"
+    params:
+        spec=domain_params,
     script:
         "../scripts/prompts.py"
 
@@ -23,12 +23,12 @@ rule neutral_prompts:
         names=config["names"]["table"],
     output:
         table="results/prompts/neutral.parquet",
-    params:
-        names=config["names"]["include"],
-        groups=STUDY.groups,
     log:
         "logs/neutral_prompts/neutral.log",
     conda:
         "../envs/prompts.yaml"
+    params:
+        names=config["names"]["include"],
+        groups=STUDY.groups,
     script:
         "../scripts/neutral_prompts.py"

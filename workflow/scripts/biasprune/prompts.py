@@ -76,13 +76,17 @@ def _row(domain: str, variation: str, name: str, race: str, gender: str, text: s
     }
 
 
-def template_rows(domain: Domain, variations: Sequence[str], names: Iterable[dict], suffix: str) -> list[dict]:
+def template_rows(
+    domain: Domain, variations: Sequence[str], names: Iterable[dict], suffix: str
+) -> list[dict]:
     names = list(names)
     rows = []
     for variation in variations:
         for person in names:
             text, spans = render(domain.template, variation, person["name"], suffix if domain.suffix else "")
-            rows.append(_row(domain.key, variation, person["name"], person["race"], person["gender"], text, spans))
+            rows.append(
+                _row(domain.key, variation, person["name"], person["race"], person["gender"], text, spans)
+            )
     return rows
 
 
@@ -92,7 +96,9 @@ def _read_user_table(table: PromptTable):
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as cache:
-        dataset = datasets.load_dataset(table.format, data_files=str(table.path), split="train", cache_dir=cache)
+        dataset = datasets.load_dataset(
+            table.format, data_files=str(table.path), split="train", cache_dir=cache
+        )
         return dataset.to_list()
 
 
@@ -107,11 +113,15 @@ def table_rows(domain: Domain, variations: Sequence[str], groups: Sequence[str],
         text, name, race = (str(record[columns[key]]) for key in ("text", "name", "race"))
         where = f"row {index}"
         if race not in groups:
-            raise ConfigError(table.path, f"{where}: {columns['race']}", f"one of the groups {list(groups)}", race)
+            raise ConfigError(
+                table.path, f"{where}: {columns['race']}", f"one of the groups {list(groups)}", race
+            )
         text = f"{text} {suffix}" if domain.suffix else text
         spans = find_name(text, name)
         if not spans:
-            raise ConfigError(table.path, f"{where}: {columns['text']}", f"a text that mentions {name!r}", text[:60])
+            raise ConfigError(
+                table.path, f"{where}: {columns['text']}", f"a text that mentions {name!r}", text[:60]
+            )
         gender = str(record.get(columns["gender"]) or "")
         rows.append(_row(domain.key, variation, name, race, gender, text, spans))
     return rows
@@ -138,10 +148,14 @@ def table_variations(table: PromptTable, file: Path) -> tuple[str, ...]:
     try:
         present = _read_arrow(table).column_names
     except (pa.ArrowInvalid, OSError) as error:
-        raise ConfigError(table.path, "(file)", f"a readable {table.format} table", str(error).splitlines()[0]) from None
+        raise ConfigError(
+            table.path, "(file)", f"a readable {table.format} table", str(error).splitlines()[0]
+        ) from None
     for key in ("text", "name", "race", "variation"):
         if columns[key] not in present:
-            raise ConfigError(file, f"table.columns.{key}", f"a column of {table.path.name} ({present})", columns[key])
+            raise ConfigError(
+                file, f"table.columns.{key}", f"a column of {table.path.name} ({present})", columns[key]
+            )
     values = _read_arrow(table, [columns["variation"]]).column(0).cast(pa.string())
     return tuple(dict.fromkeys(pc.drop_null(values).to_pylist()))
 

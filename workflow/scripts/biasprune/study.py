@@ -73,7 +73,9 @@ def template_fields(template: str, file: Path) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as error:
-        raise ConfigError(file, "template", "balanced braces ({{ and }} for literal ones)", str(error)) from None
+        raise ConfigError(
+            file, "template", "balanced braces ({{ and }} for literal ones)", str(error)
+        ) from None
     fields = [name for _, name, _, _ in parsed if name is not None]
     for name, (_, _, spec, conversion) in zip(fields, (p for p in parsed if p[1] is not None), strict=True):
         if name not in TEMPLATE_FIELDS or spec or conversion:
@@ -109,7 +111,9 @@ def load_domain(key: str, prompts_dir: Path) -> Domain:
     if "table" in spec:
         path = (file.parent / spec["table"]["path"]).resolve()
         if path.suffix not in TABLE_FORMATS:
-            raise ConfigError(file, "table.path", f"a file ending in one of {sorted(TABLE_FORMATS)}", path.name)
+            raise ConfigError(
+                file, "table.path", f"a file ending in one of {sorted(TABLE_FORMATS)}", path.name
+            )
         if not path.is_file():
             raise ConfigError(file, "table.path", "an existing prompt table", str(path))
         table = PromptTable(path, TABLE_FORMATS[path.suffix], spec["table"]["columns"])
@@ -117,7 +121,9 @@ def load_domain(key: str, prompts_dir: Path) -> Domain:
     template_fields(spec["template"], file)
     if not spec["variations"]:
         raise ConfigError(file, "variations", "at least one variation", [])
-    return Domain(**common, template=spec["template"], variations=tuple(spec["variations"]), suffix=spec["suffix"])
+    return Domain(
+        **common, template=spec["template"], variations=tuple(spec["variations"]), suffix=spec["suffix"]
+    )
 
 
 def load_names(path: Path, groups: tuple[str, ...], include: list[str] = ()) -> list[dict[str, str]]:
@@ -128,7 +134,9 @@ def load_names(path: Path, groups: tuple[str, ...], include: list[str] = ()) -> 
         reader = csv.DictReader(handle, delimiter="\t")
         missing = [column for column in NAME_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
-            raise ConfigError(path, f"column {missing[0]}", f"columns {', '.join(NAME_COLUMNS)}", reader.fieldnames)
+            raise ConfigError(
+                path, f"column {missing[0]}", f"columns {', '.join(NAME_COLUMNS)}", reader.fieldnames
+            )
         rows = [{column: (row[column] or "").strip() for column in NAME_COLUMNS} for row in reader]
     seen = set()
     for line, row in enumerate(rows, start=2):
@@ -137,7 +145,9 @@ def load_names(path: Path, groups: tuple[str, ...], include: list[str] = ()) -> 
         if row["name"] in seen:
             raise ConfigError(path, f"line {line}: name", "each name once", row["name"])
         if row["race"] not in groups:
-            raise ConfigError(path, f"line {line}: race", f"one of the configured groups {list(groups)}", row["race"])
+            raise ConfigError(
+                path, f"line {line}: race", f"one of the configured groups {list(groups)}", row["race"]
+            )
         seen.add(row["name"])
     unknown = [name for name in include if name not in seen]
     if unknown:
@@ -188,7 +198,9 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
         if chosen:
             unknown = [value for value in chosen if value not in domain.variations]
             if unknown:
-                raise ConfigError(config_file, f"variations.{key}", f"variations of {domain.file}", unknown[0])
+                raise ConfigError(
+                    config_file, f"variations.{key}", f"variations of {domain.file}", unknown[0]
+                )
         variations[key] = tuple(chosen or domain.variations)
     for key in config["variations"]:
         if key not in domains:

@@ -11,7 +11,9 @@ def chat_prompt(tokenizer, message: str, prefix: str = "") -> str:
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
 
 
-def span_token_positions(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[list[int]]:
+def span_token_positions(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[list[int]]:
     """For each character span, the indices of the tokens that overlap it (offsets: per-token char ranges).
 
     Tokens with empty ranges (special tokens) never match; a token that covers a leading space and the
