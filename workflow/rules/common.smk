@@ -16,7 +16,7 @@ except ConfigError as error:
     sys.exit(f"biasprune: {error}")
 
 # The domain whose first prompt the model check answers.
-FIRST_DOMAIN = STUDY.domains[config["domains"][0]]
+FIRST_DOMAIN = STUDY.domains[STUDY.config["domains"][0]]
 
 
 wildcard_constraints:
@@ -36,7 +36,7 @@ def get_final_output():
 def domain_inputs(wildcards):
     """The files a domain's prompt table is made from (so editing one reruns only that domain)."""
     domain = STUDY.domains[wildcards.domain]
-    files = {"domain": domain.file, "names": config["names"]["table"]}
+    files = {"domain": domain.file, "names": STUDY.config["names"]["table"]}
     if domain.table is not None:
         files["table"] = domain.table.path
     return files
@@ -46,15 +46,20 @@ def domain_params(wildcards):
     """Everything of the config that shapes a domain's prompts (a change reruns that domain)."""
     return {
         "variations": list(STUDY.variations[wildcards.domain]),
-        "names": config["names"]["include"],
+        "names": STUDY.config["names"]["include"],
         "groups": list(STUDY.groups),
-        "answer_suffix": config["prompts"]["answer_suffix"],
+        "answer_suffix": STUDY.config["prompts"]["answer_suffix"],
     }
 
 
 def model_spec(wildcards):
     """The registry entry of {model}: where it comes from and how it runs."""
     return STUDY.model(wildcards.model)
+
+
+def model_source(wildcards):
+    """Where {model} comes from (fetch_model's params: a change here refetches the model)."""
+    return STUDY.model_source(wildcards.model)
 
 
 def model_gpus(wildcards):

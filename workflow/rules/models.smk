@@ -9,7 +9,7 @@ rule fetch_model:
     conda:
         "../envs/model.yaml"
     params:
-        spec=model_spec,
+        source=model_source,
     script:
         "../scripts/fetch_model.py"
 

@@ -19,8 +19,8 @@ rule prompts:
 rule neutral_prompts:
     """Name-free prompts for damage measurement."""
     input:
-        neutral=config["prompts"]["neutral"],
-        names=config["names"]["table"],
+        neutral=STUDY.config["prompts"]["neutral"],
+        names=STUDY.config["names"]["table"],
     output:
         table="results/prompts/neutral.parquet",
     log:
@@ -28,7 +28,7 @@ rule neutral_prompts:
     conda:
         "../envs/prompts.yaml"
     params:
-        names=config["names"]["include"],
+        names=STUDY.config["names"]["include"],
         groups=STUDY.groups,
     script:
         "../scripts/neutral_prompts.py"

@@ -15,6 +15,7 @@ from .schema import read_yaml, validate
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
+MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
 
@@ -88,9 +89,6 @@ def template_fields(template: str, file: Path) -> list[str]:
 def load_domain(key: str, prompts_dir: Path) -> Domain:
     """Read and check `<prompts_dir>/<key>.yaml`."""
     file = prompts_dir / f"{key}.yaml"
-    if not file.is_file():
-        available = sorted(path.stem for path in prompts_dir.glob("*.yaml") if path.stem != "neutral")
-        raise ConfigError(file, f"domains: {key}", f"a domain file (domains here: {', '.join(available)})")
     spec = validate(read_yaml(file, "a domain file"), "domain", file)
     answer = spec["answer"]
     low, high = answer["range"]
@@ -178,6 +176,10 @@ class Study:
     def model(self, key: str) -> dict:
         return self.config["model_registry"][key]
 
+    def model_source(self, key: str) -> dict:
+        """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
+        return {name: value for name, value in self.model(key).items() if name not in MODEL_RUNTIME_KEYS}
+
 
 def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     """Validate the whole study before any job is planned; raise one ConfigError on the first problem."""
@@ -190,9 +192,17 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
     prompts_dir = root / config["prompts"]["dir"]
     domains, variations = {}, {}
-    for key in config["domains"]:
+    for index, key in enumerate(config["domains"]):
         if key == "neutral":
-            raise ConfigError(config_file, "domains", "a domain key other than 'neutral' (reserved)", key)
+            raise ConfigError(
+                config_file, f"domains[{index}]", "a domain key other than 'neutral' (reserved)", key
+            )
+        if not (prompts_dir / f"{key}.yaml").is_file():
+            available = ", ".join(
+                sorted(path.stem for path in prompts_dir.glob("*.yaml") if path.stem != "neutral")
+            )
+            expected = f"a domain with a file {prompts_dir / key}.yaml (available: {available})"
+            raise ConfigError(config_file, f"domains[{index}]", expected, key)
         domain = domains[key] = load_domain(key, prompts_dir)
         chosen = config["variations"].get(key)
         if chosen:

@@ -1,0 +1,114 @@
+"""Every mistake a user can make in config, domain files or names stops the run before any job, with one
+line naming the file, the key and what was expected, and leaves nothing behind."""
+
+import pytest
+import yaml
+from conftest import snakemake
+
+
+def edit_yaml(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def run_fails_with(workdir, expected_line, *args):
+    result = snakemake(workdir, "--cores", "1", *args, check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("biasprune: ")]
+    assert lines == [f"biasprune: {expected_line}"], result.stderr
+    assert not (workdir / "results").exists() and not (workdir / "resources" / "models").exists()
+
+
+def test_unknown_domain_in_config(workdir):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c["domains"].append("astrology"))
+    run_fails_with(
+        workdir,
+        "config/config.yaml: domains[4]: expected a domain with a file resources/prompts/astrology.yaml "
+        "(available: activities, chess, finance, hiring, public_office, purchase, services, sports), "
+        "got 'astrology'",
+    )
+
+
+def test_domain_template_without_name(workdir):
+    edit_yaml(workdir / "resources/prompts/purchase.yaml", lambda d: d.update(template="Buy a {variation}."))
+    run_fails_with(
+        workdir,
+        "resources/prompts/purchase.yaml: template: expected the placeholder {name}, got 'Buy a {variation}.'",
+    )
+
+
+def test_domain_with_empty_variation_list(workdir):
+    edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d.update(variations=[]))
+    run_fails_with(
+        workdir, "resources/prompts/finance.yaml: variations: expected at least one variation, got []"
+    )
+
+
+def test_domain_with_unknown_key(workdir):
+    edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d.update(templte="x"))
+    run_fails_with(
+        workdir,
+        "resources/prompts/finance.yaml: templte: expected no such key (allowed: description, source, "
+        "template, variations, suffix, table, answer)",
+    )
+
+
+def test_duplicate_name(workdir):
+    names = workdir / "resources/prompts/names.tsv"
+    names.write_text(names.read_text() + "Claire\tWhite\tfemale\n")
+    run_fails_with(
+        workdir, "resources/prompts/names.tsv: line 66: name: expected each name once, got 'Claire'"
+    )
+
+
+def test_race_label_outside_the_configured_groups(workdir):
+    names = workdir / "resources/prompts/names.tsv"
+    names.write_text(names.read_text().replace("Jake\tWhite", "Jake\tCaucasian"))
+    run_fails_with(
+        workdir,
+        "resources/prompts/names.tsv: line 19: race: expected one of the configured groups "
+        "['White', 'Black'], got 'Caucasian'",
+    )
+
+
+def test_names_file_missing_a_column(workdir):
+    names = workdir / "resources/prompts/names.tsv"
+    names.write_text("\n".join(line.rsplit("\t", 1)[0] for line in names.read_text().splitlines()) + "\n")
+    run_fails_with(
+        workdir,
+        "resources/prompts/names.tsv: column gender: expected columns name, race, gender, got ['name', 'race']",
+    )
+
+
+def test_unknown_model_key(workdir):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(models=["gpt-9"]))
+    run_fails_with(
+        workdir,
+        "config/config.yaml: models[0]: expected a key of model_registry "
+        "(smollm2-135m-instruct, llama-3-8b-instruct), got 'gpt-9'",
+    )
+
+
+def test_config_value_of_wrong_type(workdir):
+    edit_yaml(
+        workdir / "config/config.yaml",
+        lambda c: c["model_registry"]["llama-3-8b-instruct"].update(gpus="one"),
+    )
+    run_fails_with(
+        workdir,
+        "config/config.yaml: model_registry.llama-3-8b-instruct.gpus: expected a value of type integer, got 'one'",
+    )
+
+
+@pytest.mark.parametrize("target", ["resources/prompts/sports.yaml", "resources/prompts/neutral.yaml"])
+def test_malformed_yaml(workdir, target):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c["domains"].append("sports"))
+    path = workdir / target
+    path.write_text(path.read_text().replace("\n", "\n  oops: [\n", 1))
+    result = snakemake(workdir, "--cores", "1", check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("biasprune: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"biasprune: {target}: line ")
+    assert "expected valid YAML" in lines[0]
+    assert not (workdir / "results").exists()
