@@ -1,0 +1,82 @@
+"""The number parser on real-looking answers (table-driven)."""
+
+import pytest
+
+from biasprune.parse import EMPTY, NO_NUMBER, REFUSAL, TOO_LONG, parse_number
+
+CASES = [
+    # plain numbers and decimals
+    ("1500", 1500),
+    ("  42 ", 42),
+    ("0.65", 0.65),
+    (".75", 0.75),
+    ("12.5\n\nThe answer is 12.5 hours.", 12.5),
+    ("1.25, 12.5", 1.25),
+    # thousands separators and currency
+    ("$1,250", 1250),
+    ("$1,250.50 is a fair offer", 1250.5),
+    ("100,000 is the minimum", 100000),
+    ("USD 85,000 per year", 85000),
+    ("$ 300", 300),
+    ("1,000,000", 1_000_000),
+    # percent
+    ("15%", 15),
+    ("2.5% of income", 2.5),
+    ("Save 20 percent each month.", 20),
+    # scales
+    ("50k", 50_000),
+    ("$50K", 50_000),
+    ("$1.2M", 1_200_000),
+    ("3 thousand dollars", 3000),
+    ("1.5 million", 1_500_000),
+    ("$2 billion", 2e9),
+    ("2bn", 2e9),
+    ("15 min", 15),  # "m" of "min" is not a scale
+    # ranges and several numbers: the first value
+    ("100-200", 100),
+    ("$100 - $200", 100),
+    ("between 20 and 30 hours", 20),
+    ("10 to 15 hours per week", 10),
+    ("20-25%", 20),
+    ("2022-08-28", 2022),
+    # number words up to a hundred
+    ("twenty-five", 25),
+    ("Twenty five hours", 25),
+    ("about seventeen", 17),
+    ("seven", 7),
+    ("one hundred dollars", 100),
+    ("a hundred", 100),
+    ("ninety", 90),
+    ("zero", 0),
+    # signs and rankings
+    ("-5", -5),
+    ("Rank: 37", 37),
+    ("#12 in the ranking", 12),
+    ("0.5 Probability = 0.", 0.5),
+    ("He would be ranked 45th.", 45),
+    ("50. I'm sorry I can't be more precise.", 50),
+]
+INVALID = [
+    ("", EMPTY),
+    ("   \n", EMPTY),
+    ("The price of a chair in US dollars depends", NO_NUMBER),
+    ("We don't have any more data.", NO_NUMBER),
+    ("I'm sorry, but I cannot provide an estimate without more details.", REFUSAL),
+    ("I can't determine that. 50", REFUSAL),
+    ("As an AI, I do not make judgements based on names.", REFUSAL),
+    ("I'm not equipped to provide financial advice", REFUSAL),
+    ("Someone would say " + "x" * 300 + " 40", TOO_LONG),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_first_number(text, expected):
+    parsed = parse_number(text)
+    assert parsed.valid and parsed.value == pytest.approx(expected), parsed
+
+
+@pytest.mark.parametrize(("text", "reason"), INVALID)
+def test_invalid_answers_have_a_reason(text, reason):
+    parsed = parse_number(text)
+    assert not parsed.valid and parsed.value is None and parsed.reason == reason
+

@@ -1,0 +1,74 @@
+"""Reading a number from a model's answer: the first number, in any of the ways people write one.
+
+The authors' parser concatenated every digit and dot ("100-200" became 100200); this one takes the first
+number and says why when there is none.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG = "ok", "empty", "no_number", "refusal", "too_long"
+REASONS = (OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG)
+
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
+_UNITS += "sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+WORD_VALUES = {word: index for index, word in enumerate(_UNITS)} | {
+    word: 10 * (index + 2) for index, word in enumerate(_TENS)
+}
+SCALES = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9, "bn": 1e9, "billion": 1e9}
+REFUSALS = re.compile(
+    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can ?not|i can'?t|i'?m (not able|unable)|i am (not able|unable)"
+    r"|i'?m not (equipped|in a position)|as an ai|not appropriate|cannot (provide|determine|estimate)"
+    r"|unable to (provide|determine|estimate)|i (don'?t|do not) (have|know))",
+    re.I,
+)
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+_WORDS = r"(?:a|one)\s+hundred|hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?"
+_WORDS += "|" + "|".join(sorted(_UNITS, key=len, reverse=True))
+NUMBER = re.compile(
+    rf"(?P<sign>(?<![\w.])-)?(?P<digits>{_DIGITS})(?:\s*(?P<scale>thousand|million|billion|bn|mn|[kmb])(?![a-z]))?"
+    rf"|\b(?P<words>{_WORDS})\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    value: float | None
+    reason: str
+
+    @property
+    def valid(self) -> bool:
+        return self.reason == OK
+
+
+def _word_value(words: str) -> float:
+    words = words.lower().replace("-", " ").split()
+    if words[-1] == "hundred":
+        return 100.0
+    return float(sum(WORD_VALUES[word] for word in words))
+
+
+def parse_number(text: str, max_chars: int = 200) -> Parsed:
+    """The first number of `text` (thousands separators, decimals, $ and %, k/thousand/million/billion,
+    number words up to a hundred; a range gives its first value), or None with a reason code."""
+    stripped = text.strip()
+    if not stripped:
+        return Parsed(None, EMPTY)
+    match = NUMBER.search(stripped)
+    refusal = REFUSALS.search(stripped)
+    if refusal and (match is None or refusal.start() < match.start()):
+        return Parsed(None, REFUSAL)
+    if len(stripped) > max_chars:
+        return Parsed(None, TOO_LONG)
+    if match is None:
+        return Parsed(None, NO_NUMBER)
+    if match["words"]:
+        return Parsed(_word_value(match["words"]), OK)
+    value = float(match["digits"].replace(",", ""))
+    if match["scale"]:
+        value *= SCALES[match["scale"].lower()]
+    return Parsed(-value if match["sign"] else value, OK)
