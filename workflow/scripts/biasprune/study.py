@@ -15,7 +15,7 @@ from .schema import read_yaml, validate
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
-MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus")
+MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
 
@@ -176,6 +176,12 @@ class Study:
     def model(self, key: str) -> dict:
         return self.config["model_registry"][key]
 
+    def readout(self, key: str) -> dict:
+        """The readout settings of model `key`: the config's `readout` with the model's mode override."""
+        settings = dict(self.config["readout"])
+        settings["mode"] = self.model(key).get("readout", settings["mode"])
+        return settings
+
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
         return {name: value for name, value in self.model(key).items() if name not in MODEL_RUNTIME_KEYS}
@@ -215,6 +221,12 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     for key in config["variations"]:
         if key not in domains:
             raise ConfigError(config_file, f"variations.{key}", f"a domain listed in domains {list(domains)}")
+    study_modes = {config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]}
+    if "expected" in study_modes:
+        for domain in domains.values():
+            if min(domain.answer.grid) <= 0:
+                expected = "positive candidates (the expected readout averages log values)"
+                raise ConfigError(domain.file, "answer.grid", expected, min(domain.answer.grid))
     neutral = load_neutral(root / config["prompts"]["neutral"], [row["name"] for row in names])
     return Study(config, groups, tuple(names), domains, variations, neutral)
 

@@ -1,0 +1,293 @@
+"""Reading a number from the model: sampled or greedy decoding with a shared prompt cache, and the
+expected value over a candidate grid from teacher-forced logits (deterministic and differentiable)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .tokens import chat_prompt
+
+
+def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and position ids of chat texts, left-padded to a common length."""
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    width = max(map(len, encoded))
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, tokens in enumerate(encoded):
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        mask[row, width - len(tokens) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+
+
+def split_prefix(prefix: str) -> tuple[str, str]:
+    """Trailing whitespace of a prefix belongs to the answer's first token ("Answer:" + " 12"), not the prompt."""
+    stripped = prefix.rstrip()
+    return stripped, prefix[len(stripped) :]
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    return sorted({*ids, tokenizer.eos_token_id} - {None})
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p (always at least the best one)."""
+    if top_p >= 1:
+        return logits
+    ordered, order = logits.sort(dim=-1, descending=True)
+    probabilities = ordered.softmax(-1)
+    drop = probabilities.cumsum(-1) - probabilities > top_p
+    ordered = ordered.masked_fill(drop, -math.inf)
+    return torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
+
+
+@torch.inference_mode()
+def decode(
+    model,
+    tokenizer,
+    chats: Sequence[str],
+    n: int = 1,
+    max_new_tokens: int = 10,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[str]]:
+    """n continuations of each chat text (greedy when temperature is 0).
+
+    Each prompt is encoded once; its key/value cache is repeated for its n samples, and all prompts of
+    the batch decode together (left padding, explicit position ids).
+    """
+    batch = encode_left_padded(tokenizer, chats, model.device)
+    out = model(**batch, use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    cache.batch_repeat_interleave(n)
+    logits = out.logits[:, -1].repeat_interleave(n, 0)
+    mask = batch["attention_mask"].repeat_interleave(n, 0)
+    position = batch["position_ids"][:, -1:].repeat_interleave(n, 0)
+    stop = torch.tensor(eos_ids(model, tokenizer), device=model.device)
+    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=model.device)
+    steps = []
+    for step in range(max_new_tokens):
+        if temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            probabilities = _top_p_filter(logits.float() / temperature, top_p).softmax(-1)
+            token = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(model.device)
+        token = token.masked_fill(finished, tokenizer.pad_token_id)
+        steps.append(token)
+        finished |= torch.isin(token, stop)
+        if finished.all() or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache, use_cache=True
+        )
+        logits = out.logits[:, -1]
+    tokens = torch.stack(steps, dim=1).tolist()
+    texts = []
+    for row in tokens:
+        cut = next((index for index, token in enumerate(row) if token in stop.tolist()), len(row))
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
+    return [texts[index * n : (index + 1) * n] for index in range(len(chats))]
+
+
+# --- expected value over a candidate grid ---------------------------------------------------------------
+
+
+def format_value(value: float) -> str:
+    return f"{value:.10f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every written form of every grid value (plain, and with thousands separators) as a token trie.
+
+    Forms share prefixes ("1", "10", "100", "1,000"), so the trie has far fewer nodes than the forms
+    have tokens; one forward pass over the nodes, each attending to the prompt and its own ancestors,
+    scores all forms at once.
+    """
+
+    node_token: list[int]
+    node_parent: list[int]  # -1: the node's token follows the prompt directly
+    form_nodes: list[list[int]]  # the path of each form, root first
+    value_index: list[int]  # the grid value each form writes
+    continuation: list[int]  # token ids that would extend a number (so the number has not ended)
+
+    @classmethod
+    def build(cls, tokenizer, grid: Sequence[float], prefix: str) -> Candidates:
+        prompt_part, lead = split_prefix(prefix)
+        base = tokenizer(prompt_part, add_special_tokens=False)["input_ids"] if prompt_part else []
+        nodes: dict[tuple[int, int], int] = {}
+        node_token, node_parent, form_nodes, value_index = [], [], [], []
+        for index, value in enumerate(grid):
+            texts = {format_value(value)}
+            if value >= 1000 and float(value).is_integer():
+                texts.add(f"{int(value):,}")
+            for text in sorted(texts):
+                full = tokenizer(prompt_part + lead + text, add_special_tokens=False)["input_ids"]
+                if full[: len(base)] != base:
+                    raise ValueError(f"prefix {prefix!r} merges with the answer {text!r} when tokenized")
+                path, parent = [], -1
+                for token in full[len(base) :]:
+                    if (parent, token) not in nodes:
+                        nodes[parent, token] = len(node_token)
+                        node_token.append(token)
+                        node_parent.append(parent)
+                    parent = nodes[parent, token]
+                    path.append(parent)
+                form_nodes.append(path)
+                value_index.append(index)
+        vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        continuation = [
+            token_id
+            for token_id, token in enumerate(vocabulary)
+            if token and _extends_number(tokenizer.convert_tokens_to_string([token]))
+        ]
+        return cls(node_token, node_parent, form_nodes, value_index, continuation)
+
+    def tensors(self, device) -> dict[str, torch.Tensor]:
+        n = len(self.node_token)
+        ancestors = torch.eye(n, dtype=torch.bool)
+        depth = torch.zeros(n, dtype=torch.long)
+        for node, parent in enumerate(self.node_parent):  # parents come before children
+            if parent >= 0:
+                ancestors[node] |= ancestors[parent]
+                depth[node] = depth[parent] + 1
+        paths = torch.zeros((len(self.form_nodes), n))
+        for form, path in enumerate(self.form_nodes):
+            paths[form, path] = 1.0
+        return {
+            "token": torch.tensor(self.node_token, device=device),
+            "parent": torch.tensor(self.node_parent, device=device),
+            "ancestors": ancestors.to(device),
+            "depth": depth.to(device),
+            "paths": paths.to(device),
+            "ends": torch.tensor([path[-1] for path in self.form_nodes], device=device),
+            "values": torch.tensor(self.value_index, device=device),
+            "continuation": torch.tensor(self.continuation, dtype=torch.long, device=device),
+        }
+
+
+def _extends_number(piece: str) -> bool:
+    """A token that continues a number: digits, a decimal part, or a thousands separator."""
+    if not piece:
+        return False
+    return piece[0].isdigit() or piece == "," or (piece[0] in ".," and piece[1:2].isdigit())
+
+
+def grid_log_probs(model, batch: dict[str, torch.Tensor], candidates: Candidates, n_values: int) -> torch.Tensor:
+    """log P(value | prompt) for each prompt of the batch and each grid value, renormalised over the grid.
+
+    P(written form) = product of its tokens' probabilities times the probability that the number ends
+    there (the next token does not extend it); a value's forms are summed. The prompt runs once; the
+    candidate trie runs once on top of its cache with a tree attention mask. Differentiable (no
+    inference mode here): the objective of attribution scores.
+    """
+    device = batch["input_ids"].device
+    trie = candidates.tensors(device)
+    n_prompts, n_nodes = batch["input_ids"].shape[0], len(candidates.node_token)
+    out = model(**batch, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].float().log_softmax(-1)  # (prompts, vocab)
+    visible = torch.cat(
+        [
+            batch["attention_mask"].bool()[:, None, None, :].expand(-1, 1, n_nodes, -1),
+            trie["ancestors"][None, None].expand(n_prompts, 1, -1, -1),
+        ],
+        dim=-1,
+    )
+    mask = torch.zeros(visible.shape, dtype=model.dtype, device=device).masked_fill(
+        ~visible, torch.finfo(model.dtype).min
+    )
+    out = model(
+        input_ids=trie["token"][None].expand(n_prompts, -1),
+        attention_mask=mask,
+        position_ids=batch["position_ids"][:, -1:] + 1 + trie["depth"][None],
+        cache=out.cache,
+        use_cache=True,
+    )
+    logits = out.logits.float()  # (prompts, nodes, vocab)
+    normaliser = logits.logsumexp(-1)
+    parent = trie["parent"].clamp(min=0)
+    after_parent = logits[:, parent, trie["token"]] - normaliser[:, parent]
+    node_logp = torch.where(trie["parent"] >= 0, after_parent, first[:, trie["token"]])
+    extend = logits[:, :, trie["continuation"]].logsumexp(-1) - normaliser  # the number goes on
+    ends = log1m_exp(extend[:, trie["ends"]])
+    form_logp = node_logp @ trie["paths"].T + ends  # (prompts, forms)
+    value_logp = torch.stack(
+        [torch.logsumexp(form_logp[:, trie["values"] == value], dim=1) for value in range(n_values)], dim=1
+    )
+    return value_logp.log_softmax(-1)
+
+
+def log1m_exp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate near 0."""
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def expected_answer(log_probs: torch.Tensor, grid: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(E[log value]) under the grid distribution, and the distribution's entropy (nats)."""
+    log_values = torch.log(torch.tensor(grid, dtype=log_probs.dtype, device=log_probs.device))
+    probabilities = log_probs.exp()
+    return torch.exp((probabilities * log_values).sum(-1)), -(probabilities * log_probs).sum(-1)
+
+
+# --- the answers table -------------------------------------------------------------------------------------
+
+ANSWER_COLUMNS = ("prompt_id", "sample", "text", "value", "valid", "reason", "entropy", "grid_probs")
+
+
+def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: dict, progress=None) -> dict:
+    """Answers of `model` to the prompt rows of one domain, as columns of the answers table.
+
+    `answer` is the domain's Answer spec; `settings` the readout config (mode, batch_size, max_new_tokens,
+    use_prefix, max_answer_chars, sample: {n, temperature, top_p, seed}).
+    """
+    from .parse import parse_number
+
+    mode, size = settings["mode"], settings["batch_size"]
+    prefix = answer.prefix if (settings["use_prefix"] or mode == "expected") else ""
+    prompt_part, _ = split_prefix(prefix)
+    columns = {name: [] for name in ANSWER_COLUMNS}
+    batches = range(0, len(prompts), size)
+    if progress:
+        batches = progress(batches, desc=f"{mode} readout", unit="batch")
+    if mode == "expected":
+        candidates = Candidates.build(tokenizer, answer.grid, prefix)
+    sample = settings["sample"]
+    generator = torch.Generator().manual_seed(sample["seed"])
+    for start in batches:
+        rows = prompts[start : start + size]
+        chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
+        if mode == "expected":
+            with torch.inference_mode():
+                batch = encode_left_padded(tokenizer, chats, model.device)
+                log_probs = grid_log_probs(model, batch, candidates, len(answer.grid))
+                values, entropy = expected_answer(log_probs, answer.grid)
+            for row, value, spread, probs in zip(rows, values.tolist(), entropy.tolist(), log_probs.exp(), strict=True):
+                _append(columns, row["prompt_id"], 0, None, value, "ok", spread, probs.tolist())
+            continue
+        n = sample["n"] if mode == "sample" else 1
+        temperature = sample["temperature"] if mode == "sample" else 0.0
+        texts = decode(
+            model, tokenizer, chats, n, settings["max_new_tokens"], temperature, sample["top_p"], generator
+        )
+        for row, answers in zip(rows, texts, strict=True):
+            for index, text in enumerate(answers):
+                parsed = parse_number(prompt_part + text, settings["max_answer_chars"])
+                _append(columns, row["prompt_id"], index, text, parsed.value, parsed.reason, None, None)
+    return columns
+
+
+def _append(columns, prompt_id, sample, text, value, reason, entropy, grid_probs) -> None:
+    for name, item in zip(
+        ANSWER_COLUMNS, (prompt_id, sample, text, value, reason == "ok", reason, entropy, grid_probs), strict=True
+    ):
+        columns[name].append(item)
