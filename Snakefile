@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/answers.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:

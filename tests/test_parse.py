@@ -79,4 +79,3 @@ def test_first_number(text, expected):
 def test_invalid_answers_have_a_reason(text, reason):
     parsed = parse_number(text)
     assert not parsed.valid and parsed.value is None and parsed.reason == reason
-

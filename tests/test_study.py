@@ -74,3 +74,10 @@ def test_local_source_links_the_folder_and_loads(tmp_path, tiny_llama_dir):
     assert (out / "config.json").is_symlink() and (out / "biasprune-source.json").is_file()
     model, tokenizer = load_model(out, device="cpu")
     assert model.config.num_hidden_layers == 2 and tokenizer.chat_template
+
+
+def test_defaults_of_one_model_source_do_not_leak_into_another():
+    spec = study("config.yaml")
+    assert "revision" not in spec.model("smollm2-135m-instruct")
+    assert spec.model("llama-3-8b-instruct")["revision"] == "main"
+    assert spec.readout("smollm2-135m-instruct")["mode"] == "expected"

@@ -1,4 +1,5 @@
 # All Python the rules use: config validation (first), wildcard constraints, targets, params helpers.
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def get_final_output():
         *expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
         "results/prompts/neutral.parquet",
         *expand("results/{model}/model_check.json", model=STUDY.models),
+        *expand("results/{model}/metrics/baseline.parquet", model=STUDY.models),
     ]
 
 
@@ -64,3 +66,13 @@ def model_source(wildcards):
 
 def model_gpus(wildcards):
     return STUDY.model(wildcards.model)["gpus"]
+
+
+def readout_params(wildcards):
+    """The readout of {model} (config `readout` with the model's mode): a change reruns its answers."""
+    return STUDY.readout(wildcards.model)
+
+
+def answer_spec(wildcards):
+    """The domain's answer unit, prefix, range and candidate grid (used by the readout)."""
+    return dataclasses.asdict(STUDY.domains[wildcards.domain].answer)

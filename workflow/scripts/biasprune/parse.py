@@ -12,9 +12,26 @@ from dataclasses import dataclass
 OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG = "ok", "empty", "no_number", "refusal", "too_long"
 REASONS = (OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG)
 
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
-_UNITS += "sixteen seventeen eighteen nineteen".split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+]
+_UNITS += ["sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 WORD_VALUES = {word: index for index, word in enumerate(_UNITS)} | {
     word: 10 * (index + 2) for index, word in enumerate(_TENS)
 }
@@ -26,7 +43,9 @@ REFUSALS = re.compile(
     re.I,
 )
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
-_WORDS = r"(?:a|one)\s+hundred|hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?"
+_WORDS = (
+    r"(?:a|one)\s+hundred|hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?"
+)
 _WORDS += "|" + "|".join(sorted(_UNITS, key=len, reverse=True))
 NUMBER = re.compile(
     rf"(?P<sign>(?<![\w.])-)?(?P<digits>{_DIGITS})(?:\s*(?P<scale>thousand|million|billion|bn|mn|[kmb])(?![a-z]))?"

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 import torch
 
 from .tokens import chat_prompt
@@ -22,7 +23,11 @@ def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, tor
         ids[row, width - len(tokens) :] = torch.tensor(tokens)
         mask[row, width - len(tokens) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "position_ids": positions.to(device),
+    }
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:
@@ -183,7 +188,9 @@ def _extends_number(piece: str) -> bool:
     return piece[0].isdigit() or piece == "," or (piece[0] in ".," and piece[1:2].isdigit())
 
 
-def grid_log_probs(model, batch: dict[str, torch.Tensor], candidates: Candidates, n_values: int) -> torch.Tensor:
+def grid_log_probs(
+    model, batch: dict[str, torch.Tensor], candidates: Candidates, n_values: int
+) -> torch.Tensor:
     """log P(value | prompt) for each prompt of the batch and each grid value, renormalised over the grid.
 
     P(written form) = product of its tokens' probabilities times the probability that the number ends
@@ -241,7 +248,19 @@ def expected_answer(log_probs: torch.Tensor, grid: Sequence[float]) -> tuple[tor
 
 # --- the answers table -------------------------------------------------------------------------------------
 
-ANSWER_COLUMNS = ("prompt_id", "sample", "text", "value", "valid", "reason", "entropy", "grid_probs")
+ANSWER_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("sample", pa.int32()),
+        ("text", pa.string()),  # the decoded continuation (null for the expected readout)
+        ("value", pa.float64()),  # the number read (null when invalid)
+        ("valid", pa.bool_()),
+        ("reason", pa.string()),  # ok, empty, no_number, refusal, too_long
+        ("entropy", pa.float64()),  # of the grid distribution (expected readout)
+        ("grid_probs", pa.list_(pa.float32())),  # probability of each grid value (expected readout)
+    ]
+)
+ANSWER_COLUMNS = tuple(ANSWER_SCHEMA.names)
 
 
 def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: dict, progress=None) -> dict:
@@ -271,7 +290,9 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
                 batch = encode_left_padded(tokenizer, chats, model.device)
                 log_probs = grid_log_probs(model, batch, candidates, len(answer.grid))
                 values, entropy = expected_answer(log_probs, answer.grid)
-            for row, value, spread, probs in zip(rows, values.tolist(), entropy.tolist(), log_probs.exp(), strict=True):
+            for row, value, spread, probs in zip(
+                rows, values.tolist(), entropy.tolist(), log_probs.exp(), strict=True
+            ):
                 _append(columns, row["prompt_id"], 0, None, value, "ok", spread, probs.tolist())
             continue
         n = sample["n"] if mode == "sample" else 1
@@ -288,6 +309,8 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
 
 def _append(columns, prompt_id, sample, text, value, reason, entropy, grid_probs) -> None:
     for name, item in zip(
-        ANSWER_COLUMNS, (prompt_id, sample, text, value, reason == "ok", reason, entropy, grid_probs), strict=True
+        ANSWER_COLUMNS,
+        (prompt_id, sample, text, value, reason == "ok", reason, entropy, grid_probs),
+        strict=True,
     ):
         columns[name].append(item)

@@ -60,7 +60,11 @@ def _fill_defaults(instance, schema: dict, root: dict) -> None:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
     if not isinstance(instance, dict):
         return
-    branches = [schema] + [sub.get("then", {}) for sub in schema.get("allOf", [])]
+    branches = [schema] + [
+        sub.get("then", {})
+        for sub in schema.get("allOf", [])
+        if jsonschema.Draft202012Validator(sub.get("if", {})).is_valid(instance)
+    ]
     for branch in branches:
         for name, sub in branch.get("properties", {}).items():
             if isinstance(sub, dict) and "default" in sub and name not in instance:

@@ -221,7 +221,9 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     for key in config["variations"]:
         if key not in domains:
             raise ConfigError(config_file, f"variations.{key}", f"a domain listed in domains {list(domains)}")
-    study_modes = {config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]}
+    study_modes = {
+        config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]
+    }
     if "expected" in study_modes:
         for domain in domains.values():
             if min(domain.answer.grid) <= 0:

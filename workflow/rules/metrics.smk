@@ -1,0 +1,20 @@
+rule baseline_metrics:
+    """The baseline bias audit: SMD with bootstrap CI, Mann-Whitney p and invalid rates per variation and domain."""
+    input:
+        answers=expand(
+            "results/{{model}}/answers/base/{domain}.parquet", domain=STUDY.domains
+        ),
+        prompts=expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
+    output:
+        table="results/{model}/metrics/baseline.parquet",
+    log:
+        "logs/baseline_metrics/{model}.log",
+    benchmark:
+        "benchmarks/baseline_metrics/{model}.tsv"
+    conda:
+        "../envs/prompts.yaml"
+    params:
+        groups=STUDY.groups,
+        metrics=STUDY.config["metrics"],
+    script:
+        "../scripts/baseline_metrics.py"

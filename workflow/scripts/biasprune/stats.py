@@ -1,0 +1,107 @@
+"""Bias statistics as pure functions: pooled-SD SMD, name-resampling bootstrap, Mann-Whitney U."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
+    """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)), sample variances (ddof=1)."""
+    n_a, n_b = len(a), len(b)
+    if n_a + n_b <= 2:
+        return math.nan
+    ss = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
+    return math.sqrt(ss / (n_a + n_b - 2))
+
+
+def smd(reference: np.ndarray, focal: np.ndarray) -> float:
+    """(mean_reference - mean_focal) / pooled SD; NaN when a group is empty or the SD is zero."""
+    reference, focal = np.asarray(reference, float), np.asarray(focal, float)
+    if len(reference) == 0 or len(focal) == 0:
+        return math.nan
+    sd = pooled_sd(reference, focal)
+    if not sd > 0:
+        return math.nan
+    return float((reference.mean() - focal.mean()) / sd)
+
+
+def _name_sums(per_name: Sequence[np.ndarray]) -> np.ndarray:
+    """(count, sum, sum of squares) of each name's answers: enough to pool any resample of names."""
+    return np.array(
+        [[len(v), np.sum(v), np.sum(np.square(v))] for v in map(np.asarray, per_name)], dtype=float
+    )
+
+
+def _smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
+    """SMD of pooled (count, sum, sumsq) triples; arrays of shape (..., 3)."""
+    n_r, s_r, q_r = np.moveaxis(reference, -1, 0)
+    n_f, s_f, q_f = np.moveaxis(focal, -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ss = (q_r - s_r**2 / n_r) + (q_f - s_f**2 / n_f)
+        sd = np.sqrt(np.maximum(ss, 0) / (n_r + n_f - 2))
+        value = (s_r / n_r - s_f / n_f) / sd
+    return np.where(
+        (sd > 1e-12 * (np.abs(s_r / n_r) + np.abs(s_f / n_f) + 1)) & (n_r > 0) & (n_f > 0), value, np.nan
+    )
+
+
+def bootstrap_indices(
+    n_reference: int, n_focal: int, resamples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Names drawn with replacement within each group: reference draws first, then focal, per resample."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_reference, (resamples, n_reference)), rng.integers(
+        0, n_focal, (resamples, n_focal)
+    )
+
+
+def bootstrap_smd(
+    reference: Sequence[np.ndarray],
+    focal: Sequence[np.ndarray],
+    resamples: int = 2000,
+    seed: int = 0,
+    indices: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """SMD of each bootstrap resample; `reference`/`focal` hold one array of answers per name.
+
+    Names (not answers) are resampled within each group: answers of one name are not independent, and
+    resampling answers would understate the uncertainty.
+    """
+    ref, foc = _name_sums(reference), _name_sums(focal)
+    ref_index, foc_index = indices or bootstrap_indices(len(ref), len(foc), resamples, seed)
+    return _smd_from_sums(ref[ref_index].sum(1), foc[foc_index].sum(1))
+
+
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The central `confidence` interval of the finite values (NaN if there are none)."""
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p-value, normal approximation with tie and continuity correction."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n_a, n_b = len(a), len(b)
+    if n_a == 0 or n_b == 0:
+        return math.nan
+    pooled = np.concatenate([a, b])
+    order = pooled.argsort(kind="mergesort")
+    ranks = np.empty(len(pooled))
+    ranks[order] = np.arange(1, len(pooled) + 1)
+    _, inverse, counts = np.unique(pooled, return_inverse=True, return_counts=True)
+    mean_rank = np.bincount(inverse, weights=ranks) / counts  # ties share their mean rank
+    ranks = mean_rank[inverse]
+    u = ranks[:n_a].sum() - n_a * (n_a + 1) / 2
+    n = n_a + n_b
+    variance = n_a * n_b / 12 * ((n + 1) - (counts**3 - counts).sum() / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = (abs(u - n_a * n_b / 2) - 0.5) / math.sqrt(variance)
+    return float(min(1.0, math.erfc(max(z, 0) / math.sqrt(2))))
