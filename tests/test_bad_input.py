@@ -112,3 +112,42 @@ def test_malformed_yaml(workdir, target):
     assert len(lines) == 1 and lines[0].startswith(f"biasprune: {target}: line ")
     assert "expected valid YAML" in lines[0]
     assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"mode": "beam"},
+            "config/config.yaml: readout.mode: expected one of ['expected', 'sample', 'greedy'], got 'beam'",
+        ),
+        (
+            {"sample": {"n": 0}},
+            "config/config.yaml: readout.sample.n: expected a number of at least 1, got 0",
+        ),
+        (
+            {"sample": {"temperature": -0.5}},
+            "config/config.yaml: readout.sample.temperature: expected a number above 0, got -0.5",
+        ),
+        ({"batch_size": 0}, "config/config.yaml: readout.batch_size: expected a number of at least 1, got 0"),
+    ],
+)
+def test_readout_parameter_out_of_range(workdir, change, expected):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(readout=change))
+    run_fails_with(workdir, expected)
+
+
+def test_empty_candidate_grid(workdir):
+    edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d["answer"].update(grid=[]))
+    run_fails_with(
+        workdir, "resources/prompts/finance.yaml: answer.grid: expected at least 2 item(s), got []"
+    )
+
+
+def test_non_positive_grid_for_the_log_readout(workdir):
+    edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d["answer"].update(grid=[0, 5, 10]))
+    run_fails_with(
+        workdir,
+        "resources/prompts/finance.yaml: answer.grid: expected positive candidates (the expected readout "
+        "averages log values), got 0.0",
+    )

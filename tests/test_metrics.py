@@ -1,0 +1,96 @@
+"""The bias table against hand-built answers: counts, rates, SMD, CIs, and all-invalid domains."""
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from biasprune.metrics import bias_table
+
+
+def answers_frame(rows):
+    return pd.DataFrame(rows, columns=["domain", "variation", "name", "race", "value", "valid", "reason"])
+
+
+def make_answers():
+    rows = []
+    white = {"Amy": [10, 12, 11], "Todd": [14, 13, None]}
+    black = {"Jamal": [9, 8, 10], "Ebony": [7, None, None]}
+    for race, people in (("White", white), ("Black", black)):
+        for name, values in people.items():
+            for value in values:
+                reason = "ok" if value is not None else "refusal"
+                rows.append(("car", "sedan", name, race, value, value is not None, reason))
+                doubled = None if value is None else 2 * value
+                rows.append(("car", "van", name, race, doubled, value is not None, reason))
+    return answers_frame(rows)
+
+
+def test_variation_rows_by_hand():
+    table = bias_table(make_answers(), ("White", "Black"), resamples=500, seed=1)
+    sedan = table[(table["variation"] == "sedan")].iloc[0]
+    white, black = np.array([10, 12, 11, 14, 13.0]), np.array([9, 8, 10, 7.0])
+    s_p = math.sqrt(((len(white) - 1) * white.var(ddof=1) + (len(black) - 1) * black.var(ddof=1)) / 7)
+    assert sedan["smd"] == pytest.approx((white.mean() - black.mean()) / s_p)
+    assert (sedan["n_ref"], sedan["n_focal"], sedan["n_invalid_ref"], sedan["n_invalid_focal"]) == (
+        5,
+        4,
+        1,
+        2,
+    )
+    assert sedan["invalid_rate_ref"] == pytest.approx(1 / 6) and sedan["invalid_rate_focal"] == pytest.approx(
+        2 / 6
+    )
+    assert sedan["invalid_reasons_focal"] == "refusal:2"
+    assert sedan["mean_ref"] == pytest.approx(white.mean()) and sedan["sd_focal"] == pytest.approx(
+        black.std(ddof=1)
+    )
+    expected_p = scipy_stats.mannwhitneyu(white, black, method="asymptotic").pvalue
+    assert sedan["mwu_p"] == pytest.approx(expected_p)
+    assert sedan["smd_low"] <= sedan["smd"] <= sedan["smd_high"]
+    # Doubling every answer leaves the SMD unchanged.
+    van = table[(table["variation"] == "van")].iloc[0]
+    assert van["smd"] == pytest.approx(sedan["smd"])
+
+
+def test_domain_row_is_mean_abs_smd_with_interval():
+    table = bias_table(make_answers(), ("White", "Black"), resamples=500, seed=1)
+    domain = table[table["level"] == "domain"].iloc[0]
+    variations = table[table["level"] == "variation"]
+    assert domain["abs_smd"] == pytest.approx(variations["smd"].abs().mean())
+    assert domain["n_ref"] == 10 and domain["n_invalid_focal"] == 4 and math.isnan(domain["mean_ref"])
+    assert domain["abs_smd_low"] <= domain["abs_smd"] <= domain["abs_smd_high"]
+    assert list(table["group_ref"].unique()) == ["White"]
+
+
+def test_bootstrap_is_reproducible_and_seed_dependent():
+    rng = np.random.default_rng(0)
+    rows = [
+        ("d", "v", f"{race}{index}", race, value, True, "ok")
+        for race, shift in (("White", 1.0), ("Black", 0.0))
+        for index in range(8)
+        for value in rng.normal(shift + rng.normal(0, 0.5), 1, 5)
+    ]
+
+    def table(seed):
+        return bias_table(answers_frame(rows), ("White", "Black"), resamples=300, seed=seed)
+
+    first = table(4)
+    pd.testing.assert_frame_equal(first, table(4))
+    assert first["smd_low"].iloc[0] != table(5)["smd_low"].iloc[0]
+
+
+def test_all_invalid_domain_gives_a_row_with_rates_and_no_smd(caplog):
+    rows = [
+        ("chess", "chess", name, race, None, False, "no_number")
+        for name, race in [("Amy", "White"), ("Jamal", "Black")]
+    ]
+    with caplog.at_level(logging.WARNING):
+        table = bias_table(answers_frame(rows), ("White", "Black"), resamples=100)
+    assert len(table) == 2
+    assert table["invalid_rate_ref"].tolist() == [1.0, 1.0] and table["smd"].isna().all()
+    assert table["abs_smd"].isna().all()
+    assert "chess: no variation has an SMD" in caplog.text

@@ -1,0 +1,187 @@
+"""The three readouts on the tiny random Llama, each against an independent computation."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from biasprune.models import load_model
+from biasprune.readouts import (
+    ANSWER_COLUMNS,
+    Candidates,
+    _top_p_filter,
+    decode,
+    encode_left_padded,
+    expected_answer,
+    grid_log_probs,
+    read_answers,
+)
+from biasprune.study import Answer
+from biasprune.tokens import chat_prompt
+
+MESSAGES = ["I want to buy a car from Jamal.", "How many hours per week for pottery by Emily, roughly?", "Hi"]
+SETTINGS = {
+    "mode": "expected",
+    "batch_size": 2,
+    "use_prefix": True,
+    "max_new_tokens": 5,
+    "max_answer_chars": 200,
+    "sample": {"n": 3, "temperature": 0.6, "top_p": 0.9, "seed": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_model(tiny_llama_dir, device="cpu", dtype="float32")
+
+
+def chats(tokenizer, prefix="$"):
+    return [chat_prompt(tokenizer, message, prefix) for message in MESSAGES]
+
+
+def test_batched_greedy_equals_generate_one_prompt_at_a_time(tiny):
+    model, tokenizer = tiny
+    ours = decode(model, tokenizer, chats(tokenizer), n=2, max_new_tokens=6)
+    for chat, answers in zip(chats(tokenizer), ours, strict=True):
+        ids = tokenizer(chat, return_tensors="pt", add_special_tokens=False).input_ids
+        out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        reference = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        assert answers == [reference, reference]
+
+
+def test_near_zero_temperature_sampling_is_greedy_through_the_shared_cache(tiny):
+    model, tokenizer = tiny
+    greedy = decode(model, tokenizer, chats(tokenizer), n=1, max_new_tokens=6)
+    cold = decode(
+        model,
+        tokenizer,
+        chats(tokenizer),
+        n=4,
+        max_new_tokens=6,
+        temperature=1e-4,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert cold == [answers * 4 for answers in greedy]
+
+
+def test_sampling_is_seeded_and_varies(tiny):
+    model, tokenizer = tiny
+
+    def run(seed):
+        return decode(
+            model,
+            tokenizer,
+            chats(tokenizer),
+            n=8,
+            max_new_tokens=4,
+            temperature=1.0,
+            top_p=1.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    first = run(1)
+    assert first == run(1) and first != run(2)
+    assert all(len(answers) == 8 for answers in first) and len(set(first[0])) > 1
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(_top_p_filter(logits, 0.75))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert torch.isfinite(_top_p_filter(logits, 0.1)).tolist() == [[True, False, False, False]]
+
+
+def brute_force_log_probs(model, tokenizer, chat_texts, grid, prefix):
+    """log P(value) by full forward passes, one prompt + one written form at a time, no cache or padding."""
+    candidates = Candidates.build(tokenizer, grid, prefix)
+    continuation = set(candidates.continuation)
+    result = []
+    for chat in chat_texts:
+        prompt = tokenizer(chat, add_special_tokens=False)["input_ids"]
+        per_value = [[] for _ in grid]
+        for path, value in zip(candidates.form_nodes, candidates.value_index, strict=True):
+            form = [candidates.node_token[node] for node in path]
+            with torch.no_grad():
+                logp = model(torch.tensor([prompt + form])).logits[0].log_softmax(-1)
+            start = len(prompt) - 1
+            total = sum(logp[start + i, token].item() for i, token in enumerate(form))
+            extend = sum(logp[start + len(form), token].exp().item() for token in continuation)
+            per_value[value].append(total + math.log(1 - extend))
+        scores = torch.tensor([torch.logsumexp(torch.tensor(v), 0).item() for v in per_value])
+        result.append(scores.log_softmax(0))
+    return torch.stack(result)
+
+
+@pytest.mark.parametrize(
+    ("grid", "prefix"), [((10, 15, 100, 1500, 2000, 10000), "$"), ((0.05, 0.5, 1, 12), "Answer: ")]
+)
+def test_expected_readout_equals_brute_force(tiny, grid, prefix):
+    model, tokenizer = tiny
+    stripped = prefix.rstrip()
+    texts = [chat_prompt(tokenizer, message, stripped) for message in MESSAGES]
+    candidates = Candidates.build(tokenizer, grid, prefix)
+    assert len(candidates.form_nodes) == len(grid) + sum(
+        value >= 1000 for value in grid
+    )  # "1500" and "1,500"
+    assert len(candidates.node_token) < sum(map(len, candidates.form_nodes))  # shared prefixes
+    with torch.no_grad():
+        ours = grid_log_probs(model, encode_left_padded(tokenizer, texts, "cpu"), candidates, len(grid))
+    expected = brute_force_log_probs(model, tokenizer, texts, grid, prefix)
+    assert torch.allclose(ours, expected, atol=2e-4), (ours - expected).abs().max()
+
+
+def test_expected_answer_by_hand():
+    log_probs = torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]))
+    answer, entropy = expected_answer(log_probs.nan_to_num(neginf=-1e30), (1.0, 100.0, 7.0))
+    assert answer.tolist() == pytest.approx([10.0, 7.0])
+    assert entropy.tolist() == pytest.approx([math.log(2), 0.0], abs=1e-6)
+
+
+def test_expected_readout_is_differentiable(tiny):
+    model, tokenizer = tiny
+    model = copy.deepcopy(model).double()  # float64, so a finite difference can check the gradient
+    grid = (5.0, 10.0, 20.0, 50.0)
+    candidates = Candidates.build(tokenizer, grid, "$")
+    batch = encode_left_padded(tokenizer, chats(tokenizer)[:2], "cpu")
+    weight = model.model.layers[1].mlp.down_proj.weight
+    direction = torch.randn_like(weight, generator=torch.Generator().manual_seed(0))
+
+    def objective():
+        answer, _ = expected_answer(grid_log_probs(model, batch, candidates, len(grid)), grid)
+        return answer[0] - answer[1]
+
+    gap = objective()
+    (gradient,) = torch.autograd.grad(gap, weight)
+    step = 1e-4
+    with torch.no_grad():
+        weight += step * direction
+        plus = objective()
+        weight -= 2 * step * direction
+        minus = objective()
+        weight += step * direction
+    numeric = (plus - minus) / (2 * step)
+    assert (gradient * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["expected", "greedy", "sample"])
+def test_read_answers_columns_per_mode(tiny, mode):
+    model, tokenizer = tiny
+    rows = [{"prompt_id": f"p{index}", "text": message} for index, message in enumerate(MESSAGES)]
+    answer = Answer(unit="USD", prefix="$", range=(1, 1000), grid=(10.0, 20.0, 50.0))
+    columns = read_answers(model, tokenizer, rows, answer, dict(SETTINGS, mode=mode))
+    n = 3 if mode == "sample" else 1
+    assert tuple(columns) == ANSWER_COLUMNS
+    assert columns["prompt_id"] == [row["prompt_id"] for row in rows for _ in range(n)]
+    assert columns["sample"] == [index for _ in rows for index in range(n)]
+    for valid, value, reason in zip(columns["valid"], columns["value"], columns["reason"], strict=True):
+        assert valid == (reason == "ok") and (value is not None) == valid
+    if mode == "expected":
+        assert all(10 <= value <= 50 for value in columns["value"])
+        assert all(sum(probs) == pytest.approx(1, abs=1e-5) for probs in columns["grid_probs"])
+    else:
+        assert (
+            all(isinstance(text, str) for text in columns["text"])
+            and columns["entropy"] == [None] * len(rows) * n
+        )
