@@ -16,6 +16,7 @@ from biasprune.readouts import (
     expected_answer,
     grid_log_probs,
     read_answers,
+    sample_top_p,
 )
 from biasprune.study import Answer
 from biasprune.tokens import chat_prompt
@@ -185,3 +186,17 @@ def test_read_answers_columns_per_mode(tiny, mode):
             all(isinstance(text, str) for text in columns["text"])
             and columns["entropy"] == [None] * len(rows) * n
         )
+
+
+def test_fast_nucleus_sampling_draws_from_the_same_distribution_as_the_full_sort():
+    # Exact check of the kept set and renormalised probabilities through sampling frequencies.
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 1000, generator=generator) * 3
+    probabilities = _top_p_filter(logits, 0.8).softmax(-1)[0]
+    draws = sample_top_p(logits.expand(20000, -1), 1.0, 0.8, torch.Generator().manual_seed(1), k=64)
+    frequencies = torch.bincount(draws, minlength=1000) / 20000
+    assert set(draws.tolist()) <= set(torch.nonzero(probabilities).flatten().tolist())
+    assert (frequencies - probabilities).abs().max() < 0.015
+    # When the top k do not hold top_p of the mass, the whole vocabulary is used.
+    flat = torch.zeros(4, 1000)
+    assert sample_top_p(flat, 1.0, 0.9, torch.Generator().manual_seed(2), k=8).max() >= 8

@@ -53,6 +53,25 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
 
 
+def sample_top_p(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None, k: int = 256
+) -> torch.Tensor:
+    """One token per row from the nucleus of softmax(logits / temperature).
+
+    Exactly nucleus sampling, but fast: when the k most likely tokens already hold more than top_p of the
+    mass in every row (nearly always), only they are sorted and sampled; otherwise the whole vocabulary is.
+    """
+    logits = logits.float() / temperature
+    top, index = logits.topk(min(k, logits.shape[-1]), dim=-1)
+    probabilities = (top - logits.logsumexp(-1, keepdim=True)).exp()
+    if top_p < 1 and (probabilities.sum(-1) > top_p).all():
+        probabilities = probabilities.masked_fill(probabilities.cumsum(-1) - probabilities > top_p, 0.0)
+        choice = torch.multinomial(probabilities.cpu(), 1, generator=generator).to(index.device)
+        return index.gather(-1, choice).squeeze(-1)
+    probabilities = _top_p_filter(logits, top_p).softmax(-1)
+    return torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+
+
 @torch.inference_mode()
 def decode(
     model,
@@ -80,11 +99,7 @@ def decode(
     finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=model.device)
     steps = []
     for step in range(max_new_tokens):
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:
-            probabilities = _top_p_filter(logits.float() / temperature, top_p).softmax(-1)
-            token = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(model.device)
+        token = logits.argmax(-1) if temperature == 0 else sample_top_p(logits, temperature, top_p, generator)
         token = token.masked_fill(finished, tokenizer.pad_token_id)
         steps.append(token)
         finished |= torch.isin(token, stop)
