@@ -14,6 +14,7 @@ from biasprune.readouts import (
     decode,
     encode_left_padded,
     expected_answer,
+    generate_tokens,
     grid_log_probs,
     read_answers,
     sample_top_p,
@@ -200,3 +201,33 @@ def test_fast_nucleus_sampling_draws_from_the_same_distribution_as_the_full_sort
     # When the top k do not hold top_p of the mass, the whole vocabulary is used.
     flat = torch.zeros(4, 1000)
     assert sample_top_p(flat, 1.0, 0.9, torch.Generator().manual_seed(2), k=8).max() >= 8
+
+
+def assert_frequencies_match(draws: torch.Tensor, expected: torch.Tensor) -> None:
+    """Every token of probability > 1% within 4.5 standard errors of its expected frequency, and the rest in sum."""
+    n = len(draws)
+    observed = torch.bincount(draws, minlength=len(expected)).double() / n
+    expected = expected.double()
+    common = expected > 0.01
+    assert common.sum() >= 3
+    error = (expected * (1 - expected) / n).sqrt()
+    assert ((observed - expected).abs()[common] < 4.5 * error[common]).all()
+    rest = expected[~common].sum()
+    assert abs(observed[~common].sum() - rest) < 4.5 * (rest * (1 - rest) / n).sqrt()
+
+
+def test_samples_follow_the_model_distribution_through_shared_prefixes(tiny):
+    # Two steps of sampling: the first token's frequencies match softmax(logits / T) after the prompt, and
+    # the second token's, given the commonest first token, match the model's conditional distribution.
+    model, tokenizer = tiny
+    chat, temperature, n = chats(tokenizer)[0], 0.05, 8000
+    generator = torch.Generator().manual_seed(3)
+    tokens = generate_tokens(model, tokenizer, [chat], n, 2, temperature, generator=generator)
+    prompt = tokenizer(chat, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        first = (model(torch.tensor([prompt])).logits[0, -1] / temperature).softmax(-1)
+    assert_frequencies_match(tokens[:, 0], first)
+    top = first.argmax().item()
+    with torch.no_grad():
+        second = (model(torch.tensor([[*prompt, top]])).logits[0, -1] / temperature).softmax(-1)
+    assert_frequencies_match(tokens[tokens[:, 0] == top, 1], second)

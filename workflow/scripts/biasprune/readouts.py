@@ -53,27 +53,32 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
 
 
-def sample_top_p(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None, k: int = 256
-) -> torch.Tensor:
-    """One token per row from the nucleus of softmax(logits / temperature).
+def nucleus(logits: torch.Tensor, temperature: float, top_p: float, k: int = 256):
+    """(token ids, weights) per row of the nucleus of softmax(logits / temperature), for sampling.
 
     Exactly nucleus sampling, but fast: when the k most likely tokens already hold more than top_p of the
-    mass in every row (nearly always), only they are sorted and sampled; otherwise the whole vocabulary is.
+    mass in every row (nearly always), only they are sorted; otherwise the whole vocabulary is.
     """
     logits = logits.float() / temperature
     top, index = logits.topk(min(k, logits.shape[-1]), dim=-1)
-    probabilities = (top - logits.logsumexp(-1, keepdim=True)).exp()
-    if top_p < 1 and (probabilities.sum(-1) > top_p).all():
-        probabilities = probabilities.masked_fill(probabilities.cumsum(-1) - probabilities > top_p, 0.0)
-        choice = torch.multinomial(probabilities.cpu(), 1, generator=generator).to(index.device)
-        return index.gather(-1, choice).squeeze(-1)
-    probabilities = _top_p_filter(logits, top_p).softmax(-1)
-    return torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+    weights = (top - logits.logsumexp(-1, keepdim=True)).exp()
+    if top_p < 1 and (weights.sum(-1) > top_p).all():
+        return index, weights.masked_fill(weights.cumsum(-1) - weights > top_p, 0.0)
+    every = torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
+    return every, _top_p_filter(logits, top_p).softmax(-1)
+
+
+def sample_top_p(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None, k: int = 256
+) -> torch.Tensor:
+    """One token per row from the nucleus of softmax(logits / temperature)."""
+    index, weights = nucleus(logits, temperature, top_p, k)
+    choice = torch.multinomial(weights.cpu(), 1, generator=generator).to(index.device)
+    return index.gather(-1, choice).squeeze(-1)
 
 
 @torch.inference_mode()
-def decode(
+def generate_tokens(
     model,
     tokenizer,
     chats: Sequence[str],
@@ -82,39 +87,59 @@ def decode(
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
-) -> list[list[str]]:
-    """n continuations of each chat text (greedy when temperature is 0).
+) -> torch.Tensor:
+    """New token ids (rows: prompt-major, n per prompt; padded after a stop token), greedy when temperature is 0.
 
-    Each prompt is encoded once; its key/value cache is repeated for its n samples, and all prompts of
-    the batch decode together (left padding, explicit position ids).
+    Each prompt is encoded once and its key/value cache serves all its samples; the prompts of a batch
+    decode together (left padding, explicit position ids). Samples that have drawn the same tokens so far
+    share one cache row and one forward pass (their next-token distributions are identical), so the work
+    grows with the number of distinct partial answers, not with n.
     """
     batch = encode_left_padded(tokenizer, chats, model.device)
     out = model(**batch, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1].repeat_interleave(n, 0)
-    mask = batch["attention_mask"].repeat_interleave(n, 0)
-    position = batch["position_ids"][:, -1:].repeat_interleave(n, 0)
+    cache, logits = out.cache, out.logits[:, -1]
+    mask, position = batch["attention_mask"], batch["position_ids"][:, -1:]
+    rows = len(chats) * n
+    group = torch.arange(len(chats), device=model.device).repeat_interleave(n)  # the cache row of each sample
     stop = torch.tensor(eos_ids(model, tokenizer), device=model.device)
-    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=model.device)
-    steps = []
+    tokens = torch.full((rows, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=model.device)
+    active = torch.ones(rows, dtype=torch.bool, device=model.device)
+    vocabulary = logits.shape[-1]
     for step in range(max_new_tokens):
-        token = logits.argmax(-1) if temperature == 0 else sample_top_p(logits, temperature, top_p, generator)
-        token = token.masked_fill(finished, tokenizer.pad_token_id)
-        steps.append(token)
-        finished |= torch.isin(token, stop)
-        if finished.all() or step == max_new_tokens - 1:
+        reading = group[active]
+        if temperature == 0:
+            chosen = logits.argmax(-1)[reading]
+        else:
+            index, weights = nucleus(logits, temperature, top_p)
+            choice = torch.multinomial(weights[reading].cpu(), 1, generator=generator).to(index.device)
+            chosen = index[reading].gather(-1, choice).squeeze(-1)
+        tokens[active, step] = chosen
+        still = ~torch.isin(chosen, stop)
+        active[active.clone()] = still
+        if step == max_new_tokens - 1 or not active.any():
             break
-        mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)
-        position = position + 1
+        # One cache row per distinct (previous row, token): identical partial answers decode once.
+        distinct, inverse = torch.unique(reading[still] * vocabulary + chosen[still], return_inverse=True)
+        parents, last = distinct // vocabulary, distinct % vocabulary
+        cache.batch_select_indices(parents)
+        mask = torch.cat([mask[parents], mask.new_ones((len(distinct), 1))], dim=1)
+        position = position[parents] + 1
+        group = torch.full_like(group, -1)
+        group[active] = inverse
         out = model(
-            input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache, use_cache=True
+            input_ids=last[:, None], attention_mask=mask, position_ids=position, cache=cache, use_cache=True
         )
         logits = out.logits[:, -1]
-    tokens = torch.stack(steps, dim=1).tolist()
+    return tokens
+
+
+def decode(model, tokenizer, chats: Sequence[str], n: int = 1, **settings) -> list[list[str]]:
+    """n decoded answers per chat text (see generate_tokens for the settings)."""
+    tokens = generate_tokens(model, tokenizer, chats, n, **settings)
+    stops = set(eos_ids(model, tokenizer))
     texts = []
-    for row in tokens:
-        cut = next((index for index, token in enumerate(row) if token in stop.tolist()), len(row))
+    for row in tokens.tolist():
+        cut = next((index for index, token in enumerate(row) if token in stops), len(row))
         texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
     return [texts[index * n : (index + 1) * n] for index in range(len(chats))]
 
@@ -318,7 +343,14 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
         n = sample["n"] if mode == "sample" else 1
         temperature = sample["temperature"] if mode == "sample" else 0.0
         texts = decode(
-            model, tokenizer, chats, n, settings["max_new_tokens"], temperature, sample["top_p"], generator
+            model,
+            tokenizer,
+            chats,
+            n,
+            max_new_tokens=settings["max_new_tokens"],
+            temperature=temperature,
+            top_p=sample["top_p"],
+            generator=generator,
         )
         for row, answers in zip(rows, texts, strict=True):
             for index, text in enumerate(answers):
