@@ -15,8 +15,10 @@ def test_default_config_plans_the_whole_chain(workdir):
         "neutral_prompts": 1,
         "prompts": 4,
         "model_check": 1,
+        "answers": 4,
+        "baseline_metrics": 1,
         "all": 1,
-        "total": 8,
+        "total": 13,
     }
 
 

@@ -12,7 +12,7 @@ rule baseline_metrics:
     benchmark:
         "benchmarks/baseline_metrics/{model}.tsv"
     conda:
-        "../envs/prompts.yaml"
+        "../envs/tables.yaml"
     params:
         groups=STUDY.groups,
         metrics=STUDY.config["metrics"],

@@ -9,7 +9,7 @@ rule prompts:
     benchmark:
         "benchmarks/prompts/{domain}.tsv"
     conda:
-        "../envs/prompts.yaml"
+        "../envs/tables.yaml"
     params:
         spec=domain_params,
     script:
@@ -26,7 +26,7 @@ rule neutral_prompts:
     log:
         "logs/neutral_prompts/neutral.log",
     conda:
-        "../envs/prompts.yaml"
+        "../envs/tables.yaml"
     params:
         names=STUDY.config["names"]["include"],
         groups=STUDY.groups,
