@@ -25,12 +25,30 @@ log = logging.getLogger(__name__)
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# The input of each linear layer as a TransformerLens site (q, k and v read the same normalised stream).
+LINEAR_INPUTS = {
+    "q_proj": "ln1.hook_normalized",
+    "k_proj": "ln1.hook_normalized",
+    "v_proj": "ln1.hook_normalized",
+    "o_proj": "attn.hook_z",
+    "gate_proj": "ln2.hook_normalized",
+    "up_proj": "ln2.hook_normalized",
+    "down_proj": "mlp.hook_post",
+}
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """Where the parts of one model family sit (module paths relative to the model / a decoder layer)."""
+    """Where the parts of one model family sit (module paths relative to the model / a decoder layer).
+
+    `sites` maps a TransformerLens site name (without `blocks.{l}.`) to (module path, what of it):
+    `output`, `input` (first positional input) or `attention` (the attention weights an eager attention
+    module returns as its second output).
+    """
 
     layers: str
     linears: dict[str, str]
+    sites: dict[str, tuple[str, str]]
 
 
 _LLAMA = Architecture(
@@ -38,6 +56,13 @@ _LLAMA = Architecture(
     linears={
         name: f"{'mlp' if name in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{name}"
         for name in LINEARS
+    },
+    sites={
+        "ln1.hook_normalized": ("input_layernorm", "output"),
+        "attn.hook_z": ("self_attn.o_proj", "input"),
+        "attn.hook_pattern": ("self_attn", "attention"),
+        "ln2.hook_normalized": ("post_attention_layernorm", "output"),
+        "mlp.hook_post": ("mlp.down_proj", "input"),
     },
 )
 # Adding a family that keeps the Llama module names is one line; another layout is one Architecture.
@@ -81,6 +106,16 @@ class ModelAdapter:
     def linear(self, layer: int, name: str) -> nn.Linear:
         """One of the seven linear layers (q_proj ... down_proj) of decoder layer `layer`."""
         return self.layers[layer].get_submodule(self.architecture.linears[name])
+
+    def site(self, name: str) -> tuple[nn.Module, str]:
+        """The module and hook kind of a site `blocks.{layer}.{site}`."""
+        prefix, layer, site = name.split(".", 2)
+        if prefix != "blocks" or site not in self.architecture.sites:
+            raise KeyError(
+                f"unknown site {name!r} (sites: blocks.<layer>.{{{', '.join(self.architecture.sites)}}})"
+            )
+        path, kind = self.architecture.sites[site]
+        return self.layers[int(layer)].get_submodule(path), kind
 
     def kv_head(self, head: int) -> int:
         """The key/value head that query head `head` reads (GQA)."""

@@ -1,0 +1,265 @@
+"""The activation cache: per prompt, what every scoring method needs, reduced over tokens.
+
+Long format, one row per (prompt_id, layer, site, reduction) with a float32 vector:
+
+| site | reduction | vector | used by |
+|---|---|---|---|
+| ln1.hook_normalized, attn.hook_z, ln2.hook_normalized, mlp.hook_post | `sumsq` | sum over the configured positions of x_j^2 (input of q/k/v, o, gate/up, down) | weights/wanda |
+| mlp.hook_post | `mean_name`, `mean_answer` | MLP unit activations averaged over name / answer positions | neurons/activation |
+| attn.hook_z | `mean_name`, `mean_answer` | per-head outputs (heads x head_dim, flattened) averaged likewise | heads (mean ablation, analysis) |
+| attn.hook_pattern | `name_mass` | per head: attention from answer positions onto all name tokens, averaged over answer positions | heads/name_attention |
+| mlp.hook_post | `attribution` | per unit: -sum_t x_t * d(answer)/dx_t, first-order effect of zeroing the unit on the expected answer | neurons/attribution |
+| attn.hook_z | `attribution` | per head: the same over the head's slice of the o_proj input | heads/attribution |
+
+`n` is the number of positions reduced. Answer positions are the last prompt position (the one that
+predicts the answer) and the model's own baseline answer; `all` positions are the whole chat-formatted
+prompt plus that answer (the authors' choice), `name_and_answer` only the name and answer positions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .hooks import hooks
+from .models import ModelAdapter
+from .readouts import (
+    Candidates,
+    encode_left_padded,
+    expected_answer,
+    format_value,
+    grid_log_probs,
+    split_prefix,
+)
+from .tokens import chat_prompt, encode_with_name_positions
+
+WANDA_SITES = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
+POSITIONS = ("all", "name_and_answer")
+CACHE_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("layer", pa.int16()),
+        ("site", pa.string()),
+        ("reduction", pa.string()),
+        ("n", pa.int32()),
+        ("values", pa.list_(pa.float32())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CachedPrompt:
+    """One prompt as the model sees it for caching: token ids and the positions that matter."""
+
+    prompt_id: str
+    ids: list[int]
+    name: list[int]
+    answer: list[int]
+
+
+def baseline_answer(answer_rows: list[dict], grid: Sequence[float], prefix: str) -> str:
+    """The model's own answer to append: the likeliest grid value (expected readout) or the first sample."""
+    first = min(answer_rows, key=lambda row: row["sample"])
+    if first["grid_probs"] is not None:
+        _, lead = split_prefix(prefix)
+        return lead + format_value(grid[int(np.argmax(first["grid_probs"]))])
+    return first["text"] or ""
+
+
+def build_sequence(tokenizer, row: dict, answer: str, prefix: str) -> CachedPrompt:
+    prompt_part, _ = split_prefix(prefix)
+    spans = [(span["start"], span["end"]) for span in row["name_spans"]]
+    ids, occurrences = encode_with_name_positions(tokenizer, row["text"], spans, prompt_part)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
+    name = sorted({position for occurrence in occurrences for position in occurrence})
+    answer_positions = [len(ids) - 1, *range(len(ids), len(ids) + len(answer_ids))]
+    return CachedPrompt(row["prompt_id"], ids + answer_ids, name, answer_positions)
+
+
+def _weights(
+    sequences: Sequence[CachedPrompt], width: int, positions: str, device
+) -> dict[str, torch.Tensor]:
+    """Per-position weights (batch x width, left padding): selection for sums, means over name/answer."""
+    shape = (len(sequences), width)
+    select, name, answer = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
+    for row, sequence in enumerate(sequences):
+        pad = width - len(sequence.ids)
+        name_at = [pad + p for p in sequence.name]
+        answer_at = [pad + p for p in sequence.answer]
+        name[row, name_at] = 1.0
+        answer[row, answer_at] = 1.0
+        if positions == "all":
+            select[row, pad:] = 1.0
+        else:
+            select[row, name_at + answer_at] = 1.0
+    return {
+        "select": select.to(device),
+        "name_indicator": name.to(device),
+        "name_mean": (name / name.sum(1, keepdim=True)).to(device),
+        "answer_mean": (answer / answer.sum(1, keepdim=True)).to(device),
+    }
+
+
+class _Collector:
+    """Rows of the cache for one batch: (prompt index, layer, site, reduction, n, vector)."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, int, str, str, int, np.ndarray]] = []
+
+    def add(self, layer: int, site: str, reduction: str, counts: torch.Tensor, vectors: torch.Tensor) -> None:
+        vectors = vectors.detach().float().cpu().numpy()
+        for index, (count, vector) in enumerate(zip(counts.tolist(), vectors, strict=True)):
+            self.rows.append((index, layer, site, reduction, int(count), vector))
+
+    def table(self, prompt_ids: Sequence[str]) -> pa.Table:
+        self.rows.sort(key=lambda row: (row[0], row[1], row[2], row[3]))
+        vectors = [row[5].astype(np.float32) for row in self.rows]
+        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
+        values = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(vectors)))
+        return pa.table(
+            {
+                "prompt_id": pa.array([prompt_ids[row[0]] for row in self.rows]),
+                "layer": pa.array([row[1] for row in self.rows], pa.int16()),
+                "site": pa.array([row[2] for row in self.rows]),
+                "reduction": pa.array([row[3] for row in self.rows]),
+                "n": pa.array([row[4] for row in self.rows], pa.int32()),
+                "values": values.cast(pa.list_(pa.float32())),
+            },
+            schema=CACHE_SCHEMA,
+        )
+
+
+def _cache_hooks(adapter: ModelAdapter, weights: dict[str, torch.Tensor], out: _Collector) -> dict:
+    select, counts = weights["select"], weights["select"].sum(1)
+    name_counts, answer_counts = weights["name_indicator"].sum(1), (weights["answer_mean"] > 0).sum(1)
+    functions = defaultdict(list)
+    for layer in range(adapter.n_layers):
+
+        def sumsq(x, layer=layer, site=None):
+            out.add(layer, site, "sumsq", counts, torch.einsum("bt,btd->bd", select, x.float() ** 2))
+
+        def means(x, layer=layer, site=None):
+            out.add(
+                layer,
+                site,
+                "mean_name",
+                name_counts,
+                torch.einsum("bt,btd->bd", weights["name_mean"], x.float()),
+            )
+            out.add(
+                layer,
+                site,
+                "mean_answer",
+                answer_counts,
+                torch.einsum("bt,btd->bd", weights["answer_mean"], x.float()),
+            )
+
+        def name_mass(pattern, layer=layer):
+            mass = torch.einsum(
+                "bq,bhqk,bk->bh", weights["answer_mean"], pattern.float(), weights["name_indicator"]
+            )
+            out.add(layer, "attn.hook_pattern", "name_mass", answer_counts, mass)
+
+        for site in WANDA_SITES:
+            functions[f"blocks.{layer}.{site}"].append(lambda x, f=sumsq, s=site: f(x, site=s))
+        for site in ("mlp.hook_post", "attn.hook_z"):
+            functions[f"blocks.{layer}.{site}"].append(lambda x, f=means, s=site: f(x, site=s))
+        functions[f"blocks.{layer}.attn.hook_pattern"].append(name_mass)
+    return functions
+
+
+@torch.inference_mode()
+def cache_batch(model, tokenizer, sequences: Sequence[CachedPrompt], positions: str) -> pa.Table:
+    """Reduced activations of one batch of sequences (model loaded with eager attention)."""
+    adapter = ModelAdapter.of(model)
+    width = max(len(sequence.ids) for sequence in sequences)
+    ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, width - len(sequence.ids) :] = torch.tensor(sequence.ids)
+        mask[row, width - len(sequence.ids) :] = 1
+    weights = _weights(sequences, width, positions, model.device)
+    collector = _Collector()
+    with hooks(adapter, _cache_hooks(adapter, weights, collector)):
+        model(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+            use_cache=False,
+        )
+    return collector.table([sequence.prompt_id for sequence in sequences])
+
+
+def attribution_batch(
+    model, tokenizer, rows: Sequence[dict], candidates: Candidates, grid, prefix: str
+) -> pa.Table:
+    """First-order effect of zeroing each MLP unit and each head on each prompt's expected answer.
+
+    One forward and backward through the expected readout (prompt and candidate trie); the effect sums
+    over every position where the unit acts, -sum_t x_t * grad_t.
+    """
+    adapter = ModelAdapter.of(model)
+    prompt_part, _ = split_prefix(prefix)
+    batch = encode_left_padded(
+        tokenizer, [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows], model.device
+    )
+    stored: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
+    functions = {
+        f"blocks.{layer}.{site}": (lambda x, key=(layer, site): stored[key].append(x))
+        for layer in range(adapter.n_layers)
+        for site in ("mlp.hook_post", "attn.hook_z")
+    }
+    with hooks(adapter, functions), torch.enable_grad():
+        answer, _ = expected_answer(grid_log_probs(model, batch, candidates, len(grid)), grid)
+        keys = list(stored)
+        tensors = [tensor for key in keys for tensor in stored[key]]
+        gradients = iter(torch.autograd.grad(answer.sum(), tensors))
+    collector = _Collector()
+    counts = batch["attention_mask"].sum(1)
+    for layer, site in keys:
+        effect = sum(-(x.detach() * next(gradients)).float().sum(1) for x in stored[layer, site])
+        if site == "attn.hook_z":
+            effect = effect.view(len(rows), adapter.n_heads, adapter.head_dim).sum(-1)
+        collector.add(layer, site, "attribution", counts, effect)
+    return collector.table([row["prompt_id"] for row in rows])
+
+
+def cache_activations(
+    model,
+    tokenizer,
+    prompts: Sequence[dict],
+    answers: Iterable[dict],
+    answer_spec,
+    positions: str = "all",
+    batch_size: int = 8,
+    attribution: bool = True,
+    progress=None,
+):
+    """Yield the cache of one domain batch by batch (Arrow tables of CACHE_SCHEMA): bounded memory."""
+    by_prompt = defaultdict(list)
+    for row in answers:
+        by_prompt[row["prompt_id"]].append(row)
+    candidates = Candidates.build(tokenizer, answer_spec.grid, answer_spec.prefix) if attribution else None
+    starts = range(0, len(prompts), batch_size)
+    for start in progress(starts, desc="activations", unit="batch") if progress else starts:
+        rows = prompts[start : start + batch_size]
+        sequences = [
+            build_sequence(
+                tokenizer,
+                row,
+                baseline_answer(by_prompt[row["prompt_id"]], answer_spec.grid, answer_spec.prefix),
+                answer_spec.prefix,
+            )
+            for row in rows
+        ]
+        tables = [cache_batch(model, tokenizer, sequences, positions)]
+        if attribution:
+            tables.append(
+                attribution_batch(model, tokenizer, rows, candidates, answer_spec.grid, answer_spec.prefix)
+            )
+        yield pa.concat_tables(tables)
