@@ -13,6 +13,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/answers.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/activations.smk"
 
 
 rule all:

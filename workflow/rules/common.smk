@@ -23,6 +23,8 @@ FIRST_DOMAIN = STUDY.domains[STUDY.config["domains"][0]]
 wildcard_constraints:
     domain="|".join(map(re.escape, STUDY.domains)),
     model="|".join(map(re.escape, STUDY.models)),
+    unit="weights|neurons|heads",
+    method="wanda|activation|attribution|name_attention",
 
 
 def get_final_output():
@@ -32,6 +34,12 @@ def get_final_output():
         "results/prompts/neutral.parquet",
         *expand("results/{model}/model_check.json", model=STUDY.models),
         *expand("results/{model}/metrics/baseline.parquet", model=STUDY.models),
+        *[
+            f"results/{model}/scores/{unit}/{method}/{domain}.parquet"
+            for model in STUDY.models
+            for unit, method in STUDY.score_sets
+            for domain in STUDY.domains
+        ],
     ]
 
 
@@ -76,3 +84,8 @@ def readout_params(wildcards):
 def answer_spec(wildcards):
     """The domain's answer unit, prefix, range and candidate grid (used by the readout)."""
     return dataclasses.asdict(STUDY.domains[wildcards.domain].answer)
+
+
+def scoring_params(wildcards):
+    """The scoring section of {unit}: a change reruns that unit's scores and nothing upstream."""
+    return STUDY.config["scoring"][wildcards.unit]

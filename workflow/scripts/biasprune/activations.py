@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from .hooks import hooks
+from .io import atomic_path, provenance_metadata
 from .models import ModelAdapter
 from .readouts import (
     Candidates,
@@ -263,3 +265,14 @@ def cache_activations(
                 attribution_batch(model, tokenizer, rows, candidates, answer_spec.grid, answer_spec.prefix)
             )
         yield pa.concat_tables(tables)
+
+
+def write_cache(batches: Iterable[pa.Table], path, provenance: dict) -> int:
+    """Stream cache batches into one Parquet file, atomically, provenance in its metadata; rows written."""
+    schema = CACHE_SCHEMA.with_metadata(provenance_metadata(provenance))
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for table in batches:
+            writer.write_table(table.replace_schema_metadata(schema.metadata))
+            rows += table.num_rows
+    return rows

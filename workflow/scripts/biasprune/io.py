@@ -31,6 +31,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        tmp.chmod((0o777 if directory else 0o666) & ~_umask())  # as if created normally, not 0600/0700
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -41,6 +42,12 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
             tmp.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -49,12 +56,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def provenance_metadata(provenance: Mapping[str, object], metadata: Mapping | None = None) -> dict:
+    """Parquet key-value metadata with `provenance` as JSON under the key `biasprune`."""
+    return {**(metadata or {}), b"biasprune": json.dumps(provenance, sort_keys=True, default=str).encode()}
+
+
 def write_parquet(table: pa.Table, path: str | os.PathLike, provenance: Mapping[str, object]) -> None:
-    """Write `table` atomically with `provenance` as JSON under the key-value metadata key `biasprune`."""
-    metadata = dict(table.schema.metadata or {})
-    metadata[b"biasprune"] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    """Write `table` atomically with its provenance in the key-value metadata."""
     with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+        pq.write_table(
+            table.replace_schema_metadata(provenance_metadata(provenance, table.schema.metadata)), tmp
+        )
 
 
 def read_provenance(path: str | os.PathLike) -> dict:

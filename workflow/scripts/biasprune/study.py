@@ -182,6 +182,11 @@ class Study:
         settings["mode"] = self.model(key).get("readout", settings["mode"])
         return settings
 
+    @property
+    def score_sets(self) -> list[tuple[str, str]]:
+        """(unit, method) of every configured score."""
+        return [(unit, method) for unit, spec in self.config["scoring"].items() for method in spec["methods"]]
+
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
         return {name: value for name, value in self.model(key).items() if name not in MODEL_RUNTIME_KEYS}
@@ -221,6 +226,13 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     for key in config["variations"]:
         if key not in domains:
             raise ConfigError(config_file, f"variations.{key}", f"a domain listed in domains {list(domains)}")
+    if not config["activations"]["attribution"]:
+        for unit in ("neurons", "heads"):
+            if "attribution" in config["scoring"][unit]["methods"]:
+                expected = "no attribution method when activations.attribution is false"
+                raise ConfigError(
+                    config_file, f"scoring.{unit}.methods", expected, config["scoring"][unit]["methods"]
+                )
     study_modes = {
         config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]
     }

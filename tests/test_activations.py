@@ -1,0 +1,260 @@
+"""Hooks, the activation cache and attribution on the tiny random Llama, against independent computations."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import ROOT
+from scipy import stats as scipy_stats
+
+from biasprune.activations import (
+    CACHE_SCHEMA,
+    attribution_batch,
+    build_sequence,
+    cache_activations,
+    cache_batch,
+    write_cache,
+)
+from biasprune.hooks import hook_count, hooks
+from biasprune.io import read_provenance
+from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
+from biasprune.prompts import prompt_table
+from biasprune.readouts import Candidates, encode_left_padded, expected_answer, grid_log_probs, read_answers
+from biasprune.study import Answer, load_domain, load_names
+from biasprune.tokens import chat_prompt, encode_with_name_positions
+
+PROMPTS = ROOT / "resources" / "prompts"
+GROUPS = ("White", "Black")
+ANSWER = Answer(unit="USD", prefix="$", range=(1, 1e6), grid=(20000.0, 40000.0, 60000.0, 80000.0, 100000.0))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return load_model(tiny_llama_dir, device="cpu", dtype="float32", attn_implementation="eager")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    names = load_names(
+        PROMPTS / "names.tsv",
+        GROUPS,
+        ["Emily", "Todd", "Sarah", "Ryan", "D'Andre", "DaShawn", "Ebony", "Jamal"],
+    )
+    return prompt_table(load_domain("hiring", PROMPTS), ["lawyer"], names, GROUPS, "").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def answers(tiny, rows):
+    model, tokenizer = tiny
+    settings = {
+        "mode": "expected",
+        "batch_size": 8,
+        "use_prefix": True,
+        "max_new_tokens": 4,
+        "max_answer_chars": 200,
+        "sample": {"n": 1, "temperature": 1.0, "top_p": 1.0, "seed": 0},
+    }
+    columns = read_answers(model, tokenizer, rows, ANSWER, settings)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def sequences(tokenizer, rows, answers):
+    from biasprune.activations import baseline_answer
+
+    return [
+        build_sequence(tokenizer, row, baseline_answer([a], ANSWER.grid, ANSWER.prefix), ANSWER.prefix)
+        for row, a in zip(rows, answers, strict=True)
+    ]
+
+
+def cached(table, prompt_id, layer, site, reduction):
+    match = [
+        r
+        for r in table.to_pylist()
+        if (r["prompt_id"], r["layer"], r["site"], r["reduction"]) == (prompt_id, layer, site, reduction)
+    ]
+    assert len(match) == 1
+    return np.array(match[0]["values"])
+
+
+def test_hooks_are_removed_after_a_normal_run_and_after_a_hook_raised(tiny):
+    model, tokenizer = tiny
+    adapter, before = ModelAdapter.of(model), hook_count(model)
+    ids = torch.tensor([tokenizer("Hi Amy")["input_ids"]])
+    seen = []
+    with hooks(
+        adapter,
+        {"blocks.1.mlp.hook_post": seen.append, "blocks.0.attn.hook_pattern": [seen.append, seen.append]},
+    ):
+        assert hook_count(model) == before + 3
+        model(ids)
+    assert hook_count(model) == before and len(seen) == 3
+
+    def boom(_):
+        raise RuntimeError("hook failed")
+
+    with (
+        pytest.raises(RuntimeError, match="hook failed"),
+        hooks(adapter, {"blocks.0.ln1.hook_normalized": boom}),
+    ):
+        model(ids)
+    assert hook_count(model) == before
+
+
+def test_hook_can_replace_an_activation(tiny):
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer("Hi Amy")["input_ids"]])
+    with torch.no_grad():
+        base = model(ids).logits
+        with hooks(
+            ModelAdapter.of(model), {f"blocks.{layer}.mlp.hook_post": torch.zeros_like for layer in range(2)}
+        ):
+            zeroed = model(ids).logits
+        with torch.no_grad():
+            saved = [layer.mlp.down_proj.weight.clone() for layer in model.model.layers]
+            for layer in model.model.layers:
+                layer.mlp.down_proj.weight.zero_()
+            reference = model(ids).logits
+            for layer, weight in zip(model.model.layers, saved, strict=True):
+                layer.mlp.down_proj.weight.copy_(weight)
+    assert not torch.allclose(base, zeroed) and torch.allclose(zeroed, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("positions", ["all", "name_and_answer"])
+def test_wanda_sums_equal_the_materialised_inputs_of_every_linear_layer(tiny, rows, answers, positions):
+    model, tokenizer = tiny
+    adapter = ModelAdapter.of(model)
+    batch = sequences(tokenizer, rows, answers)[:3]
+    table = cache_batch(model, tokenizer, batch, positions)
+    for sequence in batch:
+        inputs = {}
+        handles = [
+            adapter.linear(layer, name).register_forward_pre_hook(
+                lambda module, args, key=(layer, name), store=inputs: store.__setitem__(
+                    key, args[0][0].detach()
+                )
+            )
+            for layer in range(adapter.n_layers)
+            for name in LINEARS
+        ]
+        with torch.no_grad():
+            model(torch.tensor([sequence.ids]))  # alone, no padding: an independent path
+        for handle in handles:
+            handle.remove()
+        chosen = (
+            range(len(sequence.ids)) if positions == "all" else sorted({*sequence.name, *sequence.answer})
+        )
+        for (layer, name), x in inputs.items():
+            expected = (x[list(chosen)] ** 2).sum(0).numpy()
+            got = cached(table, sequence.prompt_id, layer, LINEAR_INPUTS[name], "sumsq")
+            np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-5, err_msg=f"{layer}.{name}")
+        embedding = model.model.embed_tokens(torch.tensor(sequence.ids)).detach()
+        assert not torch.allclose(inputs[1, "q_proj"], embedding, atol=1e-3)  # the real input of layer 1
+
+
+def test_name_attention_equals_eager_attention_weights(tiny, rows, answers):
+    model, tokenizer = tiny
+    batch = sequences(tokenizer, rows, answers)[:3]
+    table = cache_batch(model, tokenizer, batch, "all")
+    for sequence in batch:
+        assert len(sequence.name) >= 2  # hiring names the candidate twice
+        with torch.no_grad():
+            attentions = model(torch.tensor([sequence.ids]), output_attentions=True).attentions
+        for layer, pattern in enumerate(attentions):
+            mass = pattern[0][:, sequence.answer][:, :, sequence.name].sum(-1).mean(-1).numpy()
+            np.testing.assert_allclose(
+                cached(table, sequence.prompt_id, layer, "attn.hook_pattern", "name_mass"),
+                mass,
+                rtol=1e-4,
+                atol=1e-6,
+            )
+
+
+def test_attribution_ranks_true_head_ablation_effects_on_the_gap(tiny, rows):
+    model, tokenizer = tiny
+    adapter = ModelAdapter.of(model)
+    candidates = Candidates.build(tokenizer, ANSWER.grid, ANSWER.prefix)
+    white = torch.tensor([row["race"] == "White" for row in rows])
+    chats = [chat_prompt(tokenizer, row["text"], "$") for row in rows]
+
+    def gap(functions=None):
+        with torch.no_grad(), hooks(adapter, functions or {}):
+            answer, _ = expected_answer(
+                grid_log_probs(model, encode_left_padded(tokenizer, chats, "cpu"), candidates, 5), ANSWER.grid
+            )
+        return (answer[white].mean() - answer[~white].mean()).item()
+
+    def zero_head(layer, head):
+        def ablate(z):
+            z = z.clone()
+            z[..., head * adapter.head_dim : (head + 1) * adapter.head_dim] = 0
+            return z
+
+        return {f"blocks.{layer}.attn.hook_z": ablate}
+
+    base = gap()
+    true = [
+        gap(zero_head(layer, head)) - base
+        for layer in range(adapter.n_layers)
+        for head in range(adapter.n_heads)
+    ]
+    table = attribution_batch(model, tokenizer, rows, candidates, ANSWER.grid, ANSWER.prefix).to_pandas()
+    heads = table[table["site"] == "attn.hook_z"]
+    estimate = []
+    for layer in range(adapter.n_layers):
+        effect = np.stack(
+            heads[heads["layer"] == layer]
+            .set_index("prompt_id")
+            .loc[[r["prompt_id"] for r in rows], "values"]
+        )
+        estimate += list(effect[white.numpy()].mean(0) - effect[~white.numpy()].mean(0))
+    rho = scipy_stats.spearmanr(true, estimate).statistic
+    assert rho > 0.7, (rho, true, estimate)
+
+
+def test_cache_round_trip_keeps_schema_rows_and_provenance(tmp_path, tiny, rows, answers):
+    model, tokenizer = tiny
+    batches = list(
+        cache_activations(model, tokenizer, rows[:3], answers, ANSWER, "all", batch_size=2, attribution=True)
+    )
+    count = write_cache(iter(batches), tmp_path / "cache.parquet", {"model": "tiny", "positions": "all"})
+    table = pq.read_table(tmp_path / "cache.parquet")
+    assert table.schema.remove_metadata() == CACHE_SCHEMA and table.num_rows == count == sum(
+        b.num_rows for b in batches
+    )
+    assert read_provenance(tmp_path / "cache.parquet") == {"model": "tiny", "positions": "all"}
+    kinds = set(zip(table.column("site").to_pylist(), table.column("reduction").to_pylist(), strict=True))
+    assert kinds == {
+        ("ln1.hook_normalized", "sumsq"),
+        ("attn.hook_z", "sumsq"),
+        ("ln2.hook_normalized", "sumsq"),
+        ("mlp.hook_post", "sumsq"),
+        ("mlp.hook_post", "mean_name"),
+        ("mlp.hook_post", "mean_answer"),
+        ("attn.hook_z", "mean_name"),
+        ("attn.hook_z", "mean_answer"),
+        ("attn.hook_pattern", "name_mass"),
+        ("mlp.hook_post", "attribution"),
+        ("attn.hook_z", "attribution"),
+    }
+    assert set(table.column("prompt_id").to_pylist()) == {row["prompt_id"] for row in rows[:3]}
+
+
+@pytest.mark.parametrize("fixture", ["tiny_tokenizer", "llama3_style_tokenizer"])
+@pytest.mark.parametrize("name", ["D'Andre", "DaShawn", "Keyshawn", "Latonya"])
+def test_name_positions_with_apostrophes_and_multi_token_names(request, fixture, name):
+    tokenizer = request.getfixturevalue(fixture)
+    row = prompt_table(
+        load_domain("hiring", PROMPTS),
+        ["lawyer"],
+        [{"name": name, "race": "Black", "gender": "male"}],
+        GROUPS,
+        "",
+    ).to_pylist()[0]
+    spans = [(span["start"], span["end"]) for span in row["name_spans"]]
+    ids, positions = encode_with_name_positions(tokenizer, row["text"], spans, prefix="$")
+    assert len(positions) == 2
+    for occurrence in positions:
+        assert tokenizer.decode([ids[p] for p in occurrence]).strip() == name
+    if fixture == "llama3_style_tokenizer":
+        assert tokenizer.decode(ids[:1]) == "<|begin_of_text|>"

@@ -1,0 +1,42 @@
+"""Rule `activations`: stream the activation cache of one domain to Parquet, batch by batch."""
+
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from biasprune.activations import cache_activations, write_cache
+from biasprune.io import sha256_file
+from biasprune.logs import log_to
+from biasprune.models import load_model
+from biasprune.study import Answer
+
+with log_to(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    spec, settings = snakemake.params.model, snakemake.params.activations
+    model, tokenizer = load_model(
+        snakemake.input.model, spec["device"], spec["dtype"], attn_implementation="eager"
+    )
+    prompts = pq.read_table(snakemake.input.prompts).to_pylist()
+    answers = pq.read_table(
+        snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs"]
+    ).to_pylist()
+    provenance = {
+        "model": snakemake.wildcards.model,
+        "activations": settings,
+        "prompts_sha256": sha256_file(snakemake.input.prompts),
+        "answers_sha256": sha256_file(snakemake.input.answers),
+        "torch": torch.__version__,
+    }
+    batches = cache_activations(
+        model,
+        tokenizer,
+        prompts,
+        answers,
+        Answer(**snakemake.params.answer),
+        positions=settings["positions"],
+        batch_size=settings["batch_size"],
+        attribution=settings["attribution"],
+        progress=tqdm,
+    )
+    rows = write_cache(batches, snakemake.output.cache, provenance)
+    print(f"{len(prompts)} prompts cached in {rows} rows")

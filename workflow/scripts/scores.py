@@ -1,0 +1,30 @@
+"""Rule `scores`: one unit's scores by one method for one domain, aggregated from the cache."""
+
+import pandas as pd
+
+from biasprune.io import read_provenance, write_parquet
+from biasprune.logs import log_to
+from biasprune.scores import score
+
+with log_to(snakemake.log[0]):
+    unit, method = snakemake.wildcards.unit, snakemake.wildcards.method
+    labels = pd.read_parquet(snakemake.input.prompts, columns=["prompt_id", "variation", "race"])
+    answers = pd.read_parquet(snakemake.input.answers, columns=["prompt_id", "value", "valid"])
+    answers = answers[answers["valid"]].merge(labels, on="prompt_id")
+    table = score(
+        unit,
+        method,
+        snakemake.input.cache,
+        labels,
+        snakemake.params.groups,
+        answers,
+        snakemake.params.scoring,
+    )
+    provenance = {
+        "unit": unit,
+        "method": method,
+        "scoring": snakemake.params.scoring,
+        "cache": read_provenance(snakemake.input.cache),
+    }
+    write_parquet(table, snakemake.output.scores, provenance)
+    print(f"{unit}/{method}: {table.num_rows} score vectors")
