@@ -17,8 +17,10 @@ def test_default_config_plans_the_whole_chain(workdir):
         "model_check": 1,
         "answers": 4,
         "baseline_metrics": 1,
+        "activations": 4,
+        "scores": 4 * 5,
         "all": 1,
-        "total": 13,
+        "total": 37,
     }
 
 
@@ -72,3 +74,44 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
     result = snakemake(workdir, "-n", *targets, *args)
     assert job_counts(result.stdout) == {"prompts": 1, "total": 1}
     assert "output: results/prompts/hiring.parquet" in result.stdout
+
+
+def tiny_study(workdir, tiny_llama_dir):
+    """The test config on the tiny random Llama (a `local` model): the whole chain in seconds."""
+    config = yaml.safe_load((workdir / "config/test-config.yaml").read_text())
+    config["models"] = ["tiny"]
+    config["model_registry"] = {"tiny": {"source": "local", "path": str(tiny_llama_dir), "device": "cpu"}}
+    config["metrics"] = {"bootstrap": 200}
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    return ("--configfile", "config/tiny.yaml")
+
+
+def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_dir):
+    args = tiny_study(workdir, tiny_llama_dir)
+    result = snakemake(workdir, "--cores", "2", *args)
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["activations"] == 2 and counts["scores"] == 2 * 5
+    for unit, method in [
+        ("weights", "wanda"),
+        ("neurons", "activation"),
+        ("neurons", "attribution"),
+        ("heads", "name_attention"),
+        ("heads", "attribution"),
+    ]:
+        assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
+    assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
+    # A neuron-scoring parameter: the neuron activation scores (and what follows) rerun, no cache, no answers.
+    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
+    config["scoring"] = {"neurons": {"position": "name"}}
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", *args)
+    counts = job_counts(result.stdout)
+    print("after a scoring change:", counts)
+    assert counts == {"scores": 2, "all": 1, "total": 3}
+    assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
+    # A cache parameter reruns the cache and every score, but not the answers.
+    config["activations"] = {"positions": "name_and_answer"}
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    counts = job_counts(snakemake(workdir, "-n", *args).stdout)
+    print("after a cache change:", counts)
+    assert counts["activations"] == 2 and counts["scores"] == 10 and "answers" not in counts

@@ -87,5 +87,5 @@ def answer_spec(wildcards):
 
 
 def scoring_params(wildcards):
-    """The scoring section of {unit}: a change reruns that unit's scores and nothing upstream."""
-    return STUDY.config["scoring"][wildcards.unit]
+    """The parameters of {unit}/{method}: a change reruns those scores and nothing upstream."""
+    return STUDY.scoring_parameters(wildcards.unit, wildcards.method)

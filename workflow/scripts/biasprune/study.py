@@ -15,6 +15,8 @@ from .schema import read_yaml, validate
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
+# Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
+METHOD_PARAMETERS = {("neurons", "activation"): ("position",)}
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
@@ -186,6 +188,10 @@ class Study:
     def score_sets(self) -> list[tuple[str, str]]:
         """(unit, method) of every configured score."""
         return [(unit, method) for unit, spec in self.config["scoring"].items() for method in spec["methods"]]
+
+    def scoring_parameters(self, unit: str, method: str) -> dict:
+        """The parameters one scoring method reads (so a change reruns that method's scores only)."""
+        return {name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())}
 
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
