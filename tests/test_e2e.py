@@ -1,5 +1,6 @@
 """End-to-end tier on the real embedded model: the test config runs through every rule (fetch_model,
-prompts, model_check, answers, baseline_metrics); the converted model then loads and answers here."""
+prompts, model_check, answers, baseline_metrics, activations, scores); the converted model then loads and
+answers here."""
 
 import json
 
@@ -10,6 +11,7 @@ import yaml
 from conftest import copy_workflow, job_counts, snakemake
 
 from biasprune.models import ModelAdapter, greedy_answer, load_model
+from biasprune.prompts import prompt_table
 from biasprune.readouts import read_answers
 from biasprune.study import load_domain
 from biasprune.tokens import encode_with_name_positions
@@ -22,7 +24,7 @@ MODEL = "smollm2-135m-instruct"
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
     result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
-    assert job_counts(result.stderr + result.stdout)["total"] == 9
+    assert job_counts(result.stderr + result.stdout)["total"] == 19
     return workdir
 
 
@@ -119,3 +121,36 @@ def test_decoding_readouts_on_the_embedded_model(model, study, mode):
     # With the "$" prefix this model writes a number first: most answers parse.
     assert sum(columns["valid"]) >= len(columns["valid"]) // 2
     assert all(text.strip() for text in columns["text"])
+
+
+def test_cache_and_every_score_exist_for_every_domain(study):
+    cache = pq.read_table(study / f"results/{MODEL}/activations/hiring.parquet")
+    assert set(cache.column("layer").to_pylist()) == set(range(30))
+    assert len(set(cache.column("prompt_id").to_pylist())) == 16
+    for unit, method in [
+        ("weights", "wanda"),
+        ("neurons", "activation"),
+        ("neurons", "attribution"),
+        ("heads", "name_attention"),
+        ("heads", "attribution"),
+    ]:
+        for domain in ("purchase", "hiring"):
+            scores = pd.read_parquet(study / f"results/{MODEL}/scores/{unit}/{method}/{domain}.parquet")
+            assert set(scores["layer"]) == set(range(30)) and scores["values"].map(len).min() > 0
+
+
+@pytest.mark.parametrize("name", ["D'Andre", "DaShawn", "Keyshawn"])
+def test_name_positions_with_apostrophes_and_multi_token_names_on_the_real_tokenizer(model, study, name):
+    _, tokenizer = model
+    row = prompt_table(
+        load_domain("hiring", study / "resources/prompts"),
+        ["lawyer"],
+        [{"name": name, "race": "Black", "gender": "male"}],
+        ("White", "Black"),
+        "",
+    ).to_pylist()[0]
+    ids, positions = encode_with_name_positions(
+        tokenizer, row["text"], [(s["start"], s["end"]) for s in row["name_spans"]], "$"
+    )
+    assert len(positions) == 2
+    assert all(tokenizer.decode([ids[p] for p in occurrence]).strip() == name for occurrence in positions)
