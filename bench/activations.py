@@ -12,7 +12,7 @@ from common import MODEL, ROOT, embedded_model, purchase_prompts, timed
 
 from biasprune.activations import attribution_batch, build_sequence, cache_batch
 from biasprune.models import load_model
-from biasprune.readouts import Candidates, format_value
+from biasprune.readouts import Candidates, format_value, pad_left
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--prompts", type=int, default=16)
@@ -28,17 +28,7 @@ row_batches = [rows[i : i + args.batch_size] for i in range(0, len(rows), args.b
 candidates = Candidates.build(tokenizer, answer.grid, answer.prefix)
 
 
-def padded(batch):
-    width = max(len(s.ids) for s in batch)
-    ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, sequence in enumerate(batch):
-        ids[row, width - len(sequence.ids) :] = torch.tensor(sequence.ids)
-        mask[row, width - len(sequence.ids) :] = 1
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-
-
-inputs = [padded(batch) for batch in batches]
+inputs = [pad_left([s.ids for s in batch], tokenizer.pad_token_id, "cpu") for batch in batches]
 
 
 def plain():

@@ -22,27 +22,34 @@ CHAT_TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer():
-    """A byte-level BPE tokenizer trained on the study's own prompts (fast: it has offset mappings)."""
+def trained_tokenizer(
+    pre_tokenizer, vocab_size: int, specials: list[str], bos: str, eos: str, pad: str, template: str
+):
+    """A byte-level BPE tokenizer trained on the study's own prompt files (fast: it has offset mappings)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     corpus = [path.read_text() for path in (ROOT / "resources" / "prompts").iterdir()]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet)
     tokenizer.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, chat_template=template
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A small ChatML-style tokenizer, like SmolLM2's."""
+    from tokenizers import pre_tokenizers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return trained_tokenizer(
+        byte_level, 600, specials, "<|im_start|>", "<|im_end|>", "<|endoftext|>", CHAT_TEMPLATE
     )
 
 
@@ -69,6 +76,21 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer):
     LlamaForCausalLM(config).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+def readout_settings(
+    mode="expected", batch_size=8, max_new_tokens=10, n=1, temperature=0.6, top_p=0.9
+) -> dict:
+    """A readout config section (as validated config gives it) for calling read_answers directly."""
+    sample = {"n": n, "temperature": temperature, "top_p": top_p, "seed": 0}
+    return {
+        "mode": mode,
+        "batch_size": batch_size,
+        "use_prefix": True,
+        "max_new_tokens": max_new_tokens,
+        "max_answer_chars": 200,
+        "sample": sample,
+    }
 
 
 def copy_workflow(destination: Path) -> Path:
@@ -119,18 +141,14 @@ LLAMA3_TEMPLATE = (
 @pytest.fixture(scope="session")
 def llama3_style_tokenizer():
     """A tokenizer built like Llama-3's: its regex split, byte-level BPE, its special tokens and chat template."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Regex, pre_tokenizers
 
-    corpus = [path.read_text() for path in (ROOT / "resources" / "prompts").iterdir()]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+    split = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    tokenizer.decoder = decoders.ByteLevel()
     specials = [
         "<|begin_of_text|>",
         "<|end_of_text|>",
@@ -138,14 +156,6 @@ def llama3_style_tokenizer():
         "<|end_header_id|>",
         "<|eot_id|>",
     ]
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|end_of_text|>",
-        chat_template=LLAMA3_TEMPLATE,
+    return trained_tokenizer(
+        split, 2000, specials, "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", LLAMA3_TEMPLATE
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, readout_settings
 from scipy import stats as scipy_stats
 
 from biasprune.activations import (
@@ -46,15 +46,7 @@ def rows():
 @pytest.fixture(scope="module")
 def answers(tiny, rows):
     model, tokenizer = tiny
-    settings = {
-        "mode": "expected",
-        "batch_size": 8,
-        "use_prefix": True,
-        "max_new_tokens": 4,
-        "max_answer_chars": 200,
-        "sample": {"n": 1, "temperature": 1.0, "top_p": 1.0, "seed": 0},
-    }
-    columns = read_answers(model, tokenizer, rows, ANSWER, settings)
+    columns = read_answers(model, tokenizer, rows, ANSWER, readout_settings(max_new_tokens=4))
     return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 

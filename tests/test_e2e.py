@@ -8,11 +8,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import copy_workflow, job_counts, snakemake
+from conftest import copy_workflow, job_counts, readout_settings, snakemake
 
 from biasprune.models import ModelAdapter, greedy_answer, load_model
 from biasprune.prompts import prompt_table
 from biasprune.readouts import read_answers
+from biasprune.scores import SCORE_SETS
 from biasprune.study import load_domain
 from biasprune.tokens import encode_with_name_positions
 
@@ -108,14 +109,7 @@ def test_decoding_readouts_on_the_embedded_model(model, study, mode):
     net, tokenizer = model
     rows = pq.read_table(study / "results/prompts/purchase.parquet").to_pylist()[:2]
     answer = load_domain("purchase", study / "resources/prompts").answer
-    settings = {
-        "mode": mode,
-        "batch_size": 2,
-        "use_prefix": True,
-        "max_new_tokens": 8,
-        "max_answer_chars": 200,
-        "sample": {"n": 4, "temperature": 0.6, "top_p": 0.9, "seed": 0},
-    }
+    settings = readout_settings(mode, batch_size=2, max_new_tokens=8, n=4)
     columns = read_answers(net, tokenizer, rows, answer, settings)
     assert len(columns["value"]) == (8 if mode == "sample" else 2)
     # With the "$" prefix this model writes a number first: most answers parse.
@@ -127,13 +121,7 @@ def test_cache_and_every_score_exist_for_every_domain(study):
     cache = pq.read_table(study / f"results/{MODEL}/activations/hiring.parquet")
     assert set(cache.column("layer").to_pylist()) == set(range(30))
     assert len(set(cache.column("prompt_id").to_pylist())) == 16
-    for unit, method in [
-        ("weights", "wanda"),
-        ("neurons", "activation"),
-        ("neurons", "attribution"),
-        ("heads", "name_attention"),
-        ("heads", "attribution"),
-    ]:
+    for unit, method in SCORE_SETS:
         for domain in ("purchase", "hiring"):
             scores = pd.read_parquet(study / f"results/{MODEL}/scores/{unit}/{method}/{domain}.parquet")
             assert set(scores["layer"]) == set(range(30)) and scores["values"].map(len).min() > 0

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import readout_settings
 
 from biasprune.models import load_model
 from biasprune.readouts import (
@@ -23,14 +24,7 @@ from biasprune.study import Answer
 from biasprune.tokens import chat_prompt
 
 MESSAGES = ["I want to buy a car from Jamal.", "How many hours per week for pottery by Emily, roughly?", "Hi"]
-SETTINGS = {
-    "mode": "expected",
-    "batch_size": 2,
-    "use_prefix": True,
-    "max_new_tokens": 5,
-    "max_answer_chars": 200,
-    "sample": {"n": 3, "temperature": 0.6, "top_p": 0.9, "seed": 0},
-}
+SETTINGS = readout_settings(batch_size=2, max_new_tokens=5, n=3)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import yaml
 from conftest import job_counts, snakemake
 
 from biasprune.io import read_provenance
+from biasprune.scores import SCORE_SETS
 
 
 def test_default_config_plans_the_whole_chain(workdir):
@@ -91,13 +92,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     result = snakemake(workdir, "--cores", "2", *args)
     counts = job_counts(result.stdout + result.stderr)
     assert counts["activations"] == 2 and counts["scores"] == 2 * 5
-    for unit, method in [
-        ("weights", "wanda"),
-        ("neurons", "activation"),
-        ("neurons", "attribution"),
-        ("heads", "name_attention"),
-        ("heads", "attribution"),
-    ]:
+    for unit, method in SCORE_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
     # A neuron-scoring parameter: the neuron activation scores (and what follows) rerun, no cache, no answers.

@@ -36,6 +36,7 @@ from .readouts import (
     expected_answer,
     format_value,
     grid_log_probs,
+    pad_left,
     split_prefix,
 )
 from .tokens import chat_prompt, encode_with_name_positions
@@ -179,21 +180,11 @@ def _cache_hooks(adapter: ModelAdapter, weights: dict[str, torch.Tensor], out: _
 def cache_batch(model, tokenizer, sequences: Sequence[CachedPrompt], positions: str) -> pa.Table:
     """Reduced activations of one batch of sequences (model loaded with eager attention)."""
     adapter = ModelAdapter.of(model)
-    width = max(len(sequence.ids) for sequence in sequences)
-    ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence.ids) :] = torch.tensor(sequence.ids)
-        mask[row, width - len(sequence.ids) :] = 1
-    weights = _weights(sequences, width, positions, model.device)
+    batch = pad_left([sequence.ids for sequence in sequences], tokenizer.pad_token_id, model.device)
+    weights = _weights(sequences, batch["input_ids"].shape[1], positions, model.device)
     collector = _Collector()
     with hooks(adapter, _cache_hooks(adapter, weights, collector)):
-        model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-            use_cache=False,
-        )
+        model(**batch, use_cache=False)
     return collector.table([sequence.prompt_id for sequence in sequences])
 
 

@@ -13,13 +13,12 @@ import torch
 from .tokens import chat_prompt
 
 
-def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
-    """Token ids, attention mask and position ids of chat texts, left-padded to a common length."""
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    width = max(map(len, encoded))
-    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Token ids, attention mask and position ids of token sequences, left-padded to a common length."""
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
         ids[row, width - len(tokens) :] = torch.tensor(tokens)
         mask[row, width - len(tokens) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -28,6 +27,12 @@ def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, tor
         "attention_mask": mask.to(device),
         "position_ids": positions.to(device),
     }
+
+
+def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Chat texts as a left-padded batch (see pad_left)."""
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return pad_left(encoded, tokenizer.pad_token_id, device)
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:

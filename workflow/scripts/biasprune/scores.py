@@ -41,6 +41,7 @@ METHODS = {
     "neurons": ("activation", "attribution"),
     "heads": ("name_attention", "attribution"),
 }
+SCORE_SETS = [(unit, method) for unit, methods in METHODS.items() for method in methods]
 
 
 def cache_matrices(path, site: str, reduction: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:

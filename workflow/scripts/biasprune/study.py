@@ -191,7 +191,9 @@ class Study:
 
     def scoring_parameters(self, unit: str, method: str) -> dict:
         """The parameters one scoring method reads (so a change reruns that method's scores only)."""
-        return {name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())}
+        return {
+            name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())
+        }
 
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
