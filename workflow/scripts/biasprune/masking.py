@@ -1,0 +1,135 @@
+"""Applying a pruning mask reversibly: by hooks, or by editing weights that are restored on exit.
+
+A mask removes components of one unit:
+- `weights`: entries W_ij of the seven linear layers (zeroed);
+- `neurons`: MLP units, i.e. input channels of down_proj (zeroed);
+- `heads`: query heads, ablated as `zero` (the head's slice of the o_proj input is zeroed: true removal),
+  `mean` (replaced by its mean over neutral prompts) or `q_zero` (the head's rows of q_proj are zeroed, the
+  authors' method: the head then attends uniformly). Other query heads of the same key/value group are never
+  touched (GQA).
+The model object is never reloaded; after the `with` block it is bit-identical to before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import hooks
+from .models import ModelAdapter
+
+UNITS = ("weights", "neurons", "heads")
+HEAD_ABLATIONS = ("zero", "mean", "q_zero")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Components to remove. `keys`: weights '{layer}.{linear}' -> bool tensor shaped like the weight;
+    neurons '{layer}' -> bool (d_mlp,); heads '{layer}' -> bool (n_heads,). True = pruned."""
+
+    unit: str
+    keys: dict[str, torch.Tensor]
+    ablation: str = "zero"
+    means: dict[str, torch.Tensor] = field(
+        default_factory=dict
+    )  # heads/mean: '{layer}' -> (n_heads * head_dim,)
+
+    def count(self) -> int:
+        return int(sum(int(value.sum()) for value in self.keys.values()))
+
+
+def _head_slices(adapter: ModelAdapter, pruned: torch.Tensor) -> torch.Tensor:
+    """Bool over the o_proj input features (n_heads * head_dim) of the pruned heads."""
+    return pruned.repeat_interleave(adapter.head_dim)
+
+
+def _hook_functions(adapter: ModelAdapter, mask: Mask) -> dict:
+    functions = {}
+    for key, pruned in mask.keys.items():
+        if mask.unit == "neurons":
+            keep = (~pruned).to(adapter.model.dtype)
+            functions[f"blocks.{key}.mlp.hook_post"] = lambda x, keep=keep: x * keep.to(x.device)
+        elif mask.unit == "heads" and mask.ablation in ("zero", "mean"):
+            features = _head_slices(adapter, pruned)
+            mean = mask.means.get(key) if mask.ablation == "mean" else None
+
+            def ablate(z, features=features, mean=mean):
+                z = z.clone()
+                z[..., features.to(z.device)] = 0 if mean is None else mean.to(z)[features].to(z.device)
+                return z
+
+            functions[f"blocks.{key}.attn.hook_z"] = ablate
+    return functions
+
+
+@contextlib.contextmanager
+def _linear_output_hooks(adapter: ModelAdapter, mask: Mask) -> Iterator[None]:
+    """Weights and q_zero heads by hooks: the linear layer's output is recomputed with the masked weight."""
+    handles = []
+    try:
+        for key, pruned in mask.keys.items():
+            if mask.unit == "weights":
+                layer, name = key.split(".")
+                module, keep = adapter.linear(int(layer), name), ~pruned
+            else:
+                module = adapter.linear(int(key), "q_proj")
+                keep = (~_head_slices(adapter, pruned))[:, None].expand_as(module.weight)
+
+            def hook(module, args, output, keep=keep):
+                return F.linear(args[0], module.weight * keep.to(module.weight), module.bias)
+
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _edits(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bool of entries to zero) pairs that remove the mask's components by editing weights."""
+    edits = []
+    for key, pruned in mask.keys.items():
+        if mask.unit == "weights":
+            layer, name = key.split(".")
+            edits.append((adapter.linear(int(layer), name).weight, pruned))
+        elif mask.unit == "neurons":
+            weight = adapter.linear(int(key), "down_proj").weight
+            edits.append((weight, pruned[None, :].expand_as(weight)))
+        elif mask.ablation == "zero":
+            weight = adapter.linear(int(key), "o_proj").weight
+            edits.append((weight, _head_slices(adapter, pruned)[None, :].expand_as(weight)))
+        elif mask.ablation == "q_zero":
+            weight = adapter.linear(int(key), "q_proj").weight
+            edits.append((weight, _head_slices(adapter, pruned)[:, None].expand_as(weight)))
+        else:
+            raise ValueError("mean ablation of heads has no weight edit (it adds a bias); use hooks")
+    return edits
+
+
+@contextlib.contextmanager
+def masked(model, mask: Mask, how: str = "hooks") -> Iterator[None]:
+    """Run the block with `mask` applied by `hooks` or by `edit`ing weights (restored exactly on exit)."""
+    adapter = ModelAdapter.of(model)
+    if how == "edit":
+        edits = _edits(adapter, mask)
+        saved = [weight.detach().clone() for weight, _ in edits]
+        try:
+            with torch.no_grad():
+                for weight, pruned in edits:
+                    weight.masked_fill_(pruned.to(weight.device), 0)
+            yield
+        finally:
+            with torch.no_grad():
+                for (weight, _), original in zip(edits, saved, strict=True):
+                    weight.copy_(original)
+        return
+    if mask.unit == "weights" or (mask.unit == "heads" and mask.ablation == "q_zero"):
+        with _linear_output_hooks(adapter, mask):
+            yield
+        return
+    with hooks(adapter, _hook_functions(adapter, mask)):
+        yield
