@@ -1,0 +1,46 @@
+"""Selection primitives against hand-worked examples."""
+
+import pytest
+import torch
+
+from biasprune.selection import intersect, random_like, top_fraction, top_k, wanda_set_difference
+
+
+def test_top_fraction_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    assert top_fraction(scores, 0.5).tolist() == [[False, True, True], [True, False, False]]
+    assert top_fraction(scores, 0.1).sum() == 0  # int(0.6) = 0 entries
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        top_fraction(scores, 1.0)
+
+
+def test_wanda_set_difference_by_hand():
+    weight = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
+    black_norm, white_norm = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 10.0])
+    # Black scores |W| * norm: [[1, 2], [3, 0.5]] -> top half {(1,0), (0,1)}
+    # White scores: [[1, 20], [3, 5]] -> top half {(0,1), (1,1)}; difference: {(1,0)}
+    pruned = wanda_set_difference(weight, black_norm, white_norm, 0.5, 0.5)
+    assert pruned.tolist() == [[False, False], [True, False]]
+
+
+def test_top_k_across_layers_and_intersection():
+    scores = {"0": torch.tensor([0.1, 0.8, 0.3]), "1": torch.tensor([0.9, 0.2, 0.7])}
+    chosen = top_k(scores, 3)
+    assert chosen["0"].tolist() == [False, True, False] and chosen["1"].tolist() == [True, False, True]
+    other = {"0": torch.tensor([True, True, False]), "1": torch.tensor([False, False, True])}
+    both = intersect([chosen, other])
+    assert both["0"].tolist() == [False, True, False] and both["1"].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match=r"k must lie in 1\.\.6"):
+        top_k(scores, 7)
+
+
+def test_random_control_keeps_the_count_per_key_and_is_seeded():
+    mask = {"0.q_proj": torch.rand(8, 8) < 0.3, "1.down_proj": torch.rand(4, 16) < 0.1}
+    control = random_like(mask, seed=1)
+    assert {key: int(v.sum()) for key, v in control.items()} == {key: int(v.sum()) for key, v in mask.items()}
+    assert all(
+        torch.equal(a, b) for a, b in zip(control.values(), random_like(mask, 1).values(), strict=True)
+    )
+    assert not all(
+        torch.equal(a, b) for a, b in zip(control.values(), random_like(mask, 2).values(), strict=True)
+    )
