@@ -36,6 +36,7 @@ with log_to(snakemake.log[0]):
         positions=settings["positions"],
         batch_size=settings["batch_size"],
         attribution=settings["attribution"],
+        attribution_batch_size=settings["attribution_batch_size"],
         progress=tqdm,
     )
     rows = write_cache(batches, snakemake.output.cache, provenance)

@@ -231,6 +231,7 @@ def cache_activations(
     positions: str = "all",
     batch_size: int = 8,
     attribution: bool = True,
+    attribution_batch_size: int = 2,
     progress=None,
 ):
     """Yield the cache of one domain batch by batch (Arrow tables of CACHE_SCHEMA): bounded memory."""
@@ -251,10 +252,14 @@ def cache_activations(
             for row in rows
         ]
         tables = [cache_batch(model, tokenizer, sequences, positions)]
-        if attribution:
-            tables.append(
-                attribution_batch(model, tokenizer, rows, candidates, answer_spec.grid, answer_spec.prefix)
-            )
+        if attribution:  # smaller batches: the backward through every candidate's logits dominates memory
+            for part in range(0, len(rows), attribution_batch_size):
+                chunk = rows[part : part + attribution_batch_size]
+                tables.append(
+                    attribution_batch(
+                        model, tokenizer, chunk, candidates, answer_spec.grid, answer_spec.prefix
+                    )
+                )
         yield pa.concat_tables(tables)
 
 
