@@ -149,5 +149,16 @@ def test_non_positive_grid_for_the_log_readout(workdir):
     run_fails_with(
         workdir,
         "resources/prompts/finance.yaml: answer.grid: expected positive candidates (the expected readout "
-        "averages log values), got 0.0",
+        "and attribution average log values), got 0.0",
+    )
+
+
+def test_grid_range_without_two_round_numbers(workdir):
+    edit_yaml(
+        workdir / "resources/prompts/finance.yaml",
+        lambda d: d["answer"].update(grid={"min": 1.1, "max": 1.4}),
+    )
+    run_fails_with(
+        workdir,
+        "resources/prompts/finance.yaml: answer.grid: expected at least 2 candidate values, got {'min': 1.1, 'max': 1.4}",
     )

@@ -91,3 +91,40 @@ def test_ablating_a_query_head_leaves_the_other_heads_of_its_group_alone(tiny, a
     assert not torch.allclose(pruned[:, :, 0], base[:, :, 0])
     if ablation == "mean":  # the probe runs after the replacement: the head's slice is its mean
         torch.testing.assert_close(pruned[:, :, 0], means["0"][: adapter.head_dim].expand_as(pruned[:, :, 0]))
+
+
+def test_q_zero_also_zeroes_the_query_bias_where_the_model_has_one():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attention_bias=True,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_()
+    mask = Mask("heads", {"0": torch.tensor([False, True, False, False])}, "q_zero")
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad(), masked(model, mask, "hooks"):
+        hooked = model(ids).logits
+    with torch.no_grad(), masked(model, mask, "edit"):
+        edited = model(ids).logits
+        assert model.model.layers[0].self_attn.q_proj.bias[8:16].abs().sum() == 0
+    torch.testing.assert_close(hooked, edited)
+    assert model.model.layers[0].self_attn.q_proj.bias[8:16].abs().sum() > 0  # restored
+
+
+def test_mean_ablation_without_the_mean_is_an_error(tiny):
+    model, tokenizer = tiny
+    with (
+        pytest.raises(KeyError, match="needs their mean"),
+        masked(model, Mask("heads", {"0": torch.tensor([True, False, False, False])}, "mean")),
+    ):
+        logits(model, tokenizer)

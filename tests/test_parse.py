@@ -48,6 +48,12 @@ CASES = [
     ("a hundred", 100),
     ("ninety", 90),
     ("zero", 0),
+    ("two hundred dollars", 200),
+    ("one hundred fifty", 150),
+    ("a hundred and five", 105),
+    ("fifty thousand", 50_000),
+    ("twenty-five thousand dollars", 25_000),
+    ("None of them; five", 5),
     # signs and rankings
     ("-5", -5),
     ("Rank: 37", 37),

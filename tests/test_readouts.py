@@ -225,3 +225,15 @@ def test_samples_follow_the_model_distribution_through_shared_prefixes(tiny):
     with torch.no_grad():
         second = (model(torch.tensor([[*prompt, top]])).logits[0, -1] / temperature).softmax(-1)
     assert_frequencies_match(tokens[tokens[:, 0] == top, 1], second)
+
+
+def test_a_value_of_zero_probability_keeps_answer_and_entropy_finite():
+    answer, entropy = expected_answer(torch.log(torch.tensor([[1.0, 0.0, 0.0]])), (3.0, 5.0, 7.0))
+    assert answer.tolist() == pytest.approx([3.0]) and entropy.tolist() == [0.0]
+
+
+def test_a_bare_point_continues_a_number_only_when_the_grid_has_decimals(tiny):
+    _, tokenizer = tiny
+    point = tokenizer.convert_tokens_to_ids(".")
+    assert point in Candidates.build(tokenizer, (1.0, 1.5, 2.0), "Answer: ").continuation
+    assert point not in Candidates.build(tokenizer, (1.0, 2.0, 3.0), "Answer: ").continuation

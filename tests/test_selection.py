@@ -44,3 +44,14 @@ def test_random_control_keeps_the_count_per_key_and_is_seeded():
     assert not all(
         torch.equal(a, b) for a, b in zip(control.values(), random_like(mask, 2).values(), strict=True)
     )
+
+
+def test_undefined_scores_are_never_chosen():
+    scores = {"0": torch.tensor([1.0, float("nan"), 3.0, 2.0])}
+    assert top_k(scores, 2)["0"].tolist() == [False, False, True, True]
+    assert top_fraction(torch.tensor([float("nan"), 0.1, 0.2, 0.3]), 0.5).tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]

@@ -90,3 +90,12 @@ def test_percentile_interval_by_numpy_and_with_nans():
     assert percentile_interval(values, 0.9) == pytest.approx((5.0, 95.0))
     assert percentile_interval(np.array([np.nan, 1.0, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
     assert all(math.isnan(x) for x in percentile_interval(np.array([np.nan])))
+
+
+def test_identical_large_answers_give_no_smd_in_any_resample():
+    # Every name repeats one large value: the pooled SD is zero, and rounding in sums of squares must not
+    # turn it into a huge SMD.
+    white = [np.full(7, 97938.975)] * 4
+    black = [np.full(7, 42715.615)] * 4
+    assert math.isnan(smd(np.concatenate(white), np.concatenate(black)))
+    assert np.isnan(bootstrap_smd(white, black, resamples=200, seed=0)).all()

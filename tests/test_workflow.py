@@ -95,6 +95,12 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     for unit, method in SCORE_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
+    # Resources and unused settings change no result: a GPU request, another readout mode's setting.
+    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
+    config["model_registry"]["tiny"]["gpus"] = 1
+    config["readout"]["max_new_tokens"] = 3  # used by sample and greedy, not by expected
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
     # A neuron-scoring parameter: the neuron activation scores (and what follows) rerun, no cache, no answers.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
     config["scoring"] = {"neurons": {"position": "name"}}

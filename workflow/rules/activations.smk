@@ -15,9 +15,10 @@ rule activations:
     resources:
         gpu=model_gpus,
     params:
-        model=model_spec,
+        model=model_runtime,
         activations=STUDY.config["activations"],
         answer=answer_spec,
+        sequence_prefix=sequence_prefix,
     script:
         "../scripts/activations.py"
 

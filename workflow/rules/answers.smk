@@ -14,7 +14,7 @@ rule answers:
     resources:
         gpu=model_gpus,
     params:
-        model=model_spec,
+        model=model_runtime,
         readout=readout_params,
         answer=answer_spec,
     script:

@@ -1,5 +1,4 @@
 # All Python the rules use: config validation (first), wildcard constraints, targets, params helpers.
-import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -62,11 +61,6 @@ def domain_params(wildcards):
     }
 
 
-def model_spec(wildcards):
-    """The registry entry of {model}: where it comes from and how it runs."""
-    return STUDY.model(wildcards.model)
-
-
 def model_source(wildcards):
     """Where {model} comes from (fetch_model's params: a change here refetches the model)."""
     return STUDY.model_source(wildcards.model)
@@ -82,8 +76,21 @@ def readout_params(wildcards):
 
 
 def answer_spec(wildcards):
-    """The domain's answer unit, prefix, range and candidate grid (used by the readout)."""
-    return dataclasses.asdict(STUDY.domains[wildcards.domain].answer)
+    """What readouts read of the domain's answer: the assistant prefix and the candidate grid."""
+    answer = STUDY.domains[wildcards.domain].answer
+    return {"prefix": answer.prefix, "grid": list(answer.grid)}
+
+
+def sequence_prefix(wildcards):
+    """The prefix the baseline answers were read after (the cache appends them to the same text)."""
+    readout = STUDY.readout(wildcards.model)
+    prefixed = readout["mode"] == "expected" or readout["use_prefix"]
+    return STUDY.domains[wildcards.domain].answer.prefix if prefixed else ""
+
+
+def model_runtime(wildcards):
+    """How model jobs load {model}: device and dtype (not `gpus`, a resource that changes no result)."""
+    return STUDY.model_runtime(wildcards.model)
 
 
 def scoring_params(wildcards):

@@ -30,7 +30,7 @@ rule model_check:
     resources:
         gpu=model_gpus,
     params:
-        spec=model_spec,
+        spec=model_runtime,
         prefix=FIRST_DOMAIN.answer.prefix,
     script:
         "../scripts/model_check.py"

@@ -37,6 +37,7 @@ with log_to(snakemake.log[0]):
         batch_size=settings["batch_size"],
         attribution=settings["attribution"],
         attribution_batch_size=settings["attribution_batch_size"],
+        sequence_prefix=snakemake.params.sequence_prefix,
         progress=tqdm,
     )
     rows = write_cache(batches, snakemake.output.cache, provenance)

@@ -232,9 +232,15 @@ def cache_activations(
     batch_size: int = 8,
     attribution: bool = True,
     attribution_batch_size: int = 2,
+    sequence_prefix: str | None = None,
     progress=None,
 ):
-    """Yield the cache of one domain batch by batch (Arrow tables of CACHE_SCHEMA): bounded memory."""
+    """Yield the cache of one domain batch by batch (Arrow tables of CACHE_SCHEMA): bounded memory.
+
+    `sequence_prefix`: the assistant prefix the baseline answers followed (default the domain's prefix; empty
+    for decoded answers read without one). Attribution always uses the expected readout with the prefix.
+    """
+    prefix = answer_spec.prefix if sequence_prefix is None else sequence_prefix
     by_prompt = defaultdict(list)
     for row in answers:
         by_prompt[row["prompt_id"]].append(row)
@@ -246,8 +252,8 @@ def cache_activations(
             build_sequence(
                 tokenizer,
                 row,
-                baseline_answer(by_prompt[row["prompt_id"]], answer_spec.grid, answer_spec.prefix),
-                answer_spec.prefix,
+                baseline_answer(by_prompt[row["prompt_id"]], answer_spec.grid, prefix),
+                prefix,
             )
             for row in rows
         ]

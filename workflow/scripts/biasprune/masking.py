@@ -55,7 +55,11 @@ def _hook_functions(adapter: ModelAdapter, mask: Mask) -> dict:
             functions[f"blocks.{key}.mlp.hook_post"] = lambda x, keep=keep: x * keep.to(x.device)
         elif mask.unit == "heads" and mask.ablation in ("zero", "mean"):
             features = _head_slices(adapter, pruned)
-            mean = mask.means.get(key) if mask.ablation == "mean" else None
+            if mask.ablation == "mean" and key not in mask.means:
+                raise KeyError(
+                    f"mean ablation of heads in layer {key} needs their mean (mask.means[{key!r}])"
+                )
+            mean = mask.means[key] if mask.ablation == "mean" else None
 
             def ablate(z, features=features, mean=mean):
                 z = z.clone()
@@ -79,8 +83,11 @@ def _linear_output_hooks(adapter: ModelAdapter, mask: Mask) -> Iterator[None]:
                 module = adapter.linear(int(key), "q_proj")
                 keep = (~_head_slices(adapter, pruned))[:, None].expand_as(module.weight)
 
-            def hook(module, args, output, keep=keep):
-                return F.linear(args[0], module.weight * keep.to(module.weight), module.bias)
+            bias_keep = None if module.bias is None or mask.unit == "weights" else keep[:, 0]
+
+            def hook(module, args, output, keep=keep, bias_keep=bias_keep):
+                bias = module.bias if bias_keep is None else module.bias * bias_keep.to(module.bias)
+                return F.linear(args[0], module.weight * keep.to(module.weight), bias)
 
             handles.append(module.register_forward_hook(hook))
         yield
@@ -102,9 +109,11 @@ def _edits(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.Tensor, torch.
         elif mask.ablation == "zero":
             weight = adapter.linear(int(key), "o_proj").weight
             edits.append((weight, _head_slices(adapter, pruned)[None, :].expand_as(weight)))
-        elif mask.ablation == "q_zero":
-            weight = adapter.linear(int(key), "q_proj").weight
-            edits.append((weight, _head_slices(adapter, pruned)[:, None].expand_as(weight)))
+        elif mask.ablation == "q_zero":  # the head's query rows, and their bias where there is one (Qwen2)
+            q_proj, rows = adapter.linear(int(key), "q_proj"), _head_slices(adapter, pruned)
+            edits.append((q_proj.weight, rows[:, None].expand_as(q_proj.weight)))
+            if q_proj.bias is not None:
+                edits.append((q_proj.bias, rows))
         else:
             raise ValueError("mean ablation of heads has no weight edit (it adds a bias); use hooks")
     return edits

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG = "ok", "empty", "no_number", "refusal", "too_long"
-REASONS = (OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG)
+UNDEFINED = "undefined"  # the expected readout's grid distribution was degenerate (no finite answer)
+REASONS = (OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG, UNDEFINED)
 
 _UNITS = [
     "zero",
@@ -43,10 +44,18 @@ REFUSALS = re.compile(
     re.I,
 )
 _DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
-_WORDS = (
-    r"(?:a|one)\s+hundred|hundred|(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(_UNITS[1:10]) + r"))?"
+_BELOW_100 = (
+    "(?:"
+    + "|".join(_TENS)
+    + r")(?:[\s-](?:"
+    + "|".join(_UNITS[1:10])
+    + "))?|"
+    + "|".join(sorted(_UNITS, key=len, reverse=True))
 )
-_WORDS += "|" + "|".join(sorted(_UNITS, key=len, reverse=True))
+_WORDS = (
+    rf"(?:(?:(?:a|{'|'.join(_UNITS[1:10])})\s+)?hundred(?:\s+(?:and\s+)?(?:{_BELOW_100}))?|{_BELOW_100})"
+    r"(?:\s+(?:thousand|million|billion))?"
+)
 NUMBER = re.compile(
     rf"(?P<sign>(?<![\w.])-)?(?P<digits>{_DIGITS})(?:\s*(?P<scale>thousand|million|billion|bn|mn|[kmb])(?![a-z]))?"
     rf"|\b(?P<words>{_WORDS})\b",
@@ -65,10 +74,16 @@ class Parsed:
 
 
 def _word_value(words: str) -> float:
-    words = words.lower().replace("-", " ").split()
-    if words[-1] == "hundred":
-        return 100.0
-    return float(sum(WORD_VALUES[word] for word in words))
+    """'twenty-five' = 25, 'a hundred and five' = 105, 'two hundred' = 200, 'fifty thousand' = 50000."""
+    value = 0.0
+    for word in words.lower().replace("-", " ").split():
+        if word in WORD_VALUES:
+            value += WORD_VALUES[word]
+        elif word == "hundred":
+            value = max(value, 1.0) * 100
+        elif word in SCALES:
+            value *= SCALES[word]
+    return value
 
 
 def parse_number(text: str, max_chars: int = 200) -> Parsed:

@@ -196,10 +196,11 @@ class Candidates:
                 form_nodes.append(path)
                 value_index.append(index)
         vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        decimals = any(not float(value).is_integer() for value in grid)
         continuation = [
             token_id
             for token_id, token in enumerate(vocabulary)
-            if token and _extends_number(tokenizer.convert_tokens_to_string([token]))
+            if token and _extends_number(tokenizer.convert_tokens_to_string([token]), decimals)
         ]
         return cls(node_token, node_parent, form_nodes, value_index, continuation)
 
@@ -226,10 +227,13 @@ class Candidates:
         }
 
 
-def _extends_number(piece: str) -> bool:
-    """A token that continues a number: digits, a decimal part, or a thousands separator."""
+def _extends_number(piece: str, decimals: bool = False) -> bool:
+    """A token that continues a number: digits, a decimal part, a thousands separator, and a bare "."
+    when the grid has decimal values (else "2" would also collect the mass of "2.5")."""
     if not piece:
         return False
+    if piece == ".":
+        return decimals
     return piece[0].isdigit() or piece == "," or (piece[0] in ".," and piece[1:2].isdigit())
 
 
@@ -271,7 +275,9 @@ def grid_log_probs(
     after_parent = logits[:, parent, trie["token"]] - normaliser[:, parent]
     node_logp = torch.where(trie["parent"] >= 0, after_parent, first[:, trie["token"]])
     extend = logits[:, :, trie["continuation"]].logsumexp(-1) - normaliser  # the number goes on
-    ends = log1m_exp(extend[:, trie["ends"]])
+    # log P(end) = log(1 - P(extend)); the clamp keeps it finite (and its gradient defined) when a form is
+    # all but certain to continue: such a form's probability is below 1e-6 times its prefix's anyway.
+    ends = log1m_exp(extend[:, trie["ends"]].clamp(max=math.log1p(-1e-6)))
     form_logp = node_logp @ trie["paths"].T.to(node_logp.dtype) + ends  # (prompts, forms)
     value_logp = torch.stack(
         [torch.logsumexp(form_logp[:, trie["values"] == value], dim=1) for value in range(n_values)], dim=1
@@ -293,7 +299,7 @@ def expected_answer(log_probs: torch.Tensor, grid: Sequence[float]) -> tuple[tor
     """exp(E[log value]) under the grid distribution, and the distribution's entropy (nats)."""
     log_values = torch.log(torch.tensor(grid, dtype=log_probs.dtype, device=log_probs.device))
     probabilities = log_probs.exp()
-    return torch.exp((probabilities * log_values).sum(-1)), -(probabilities * log_probs).sum(-1)
+    return torch.exp((probabilities * log_values).sum(-1)), torch.special.entr(probabilities).sum(-1)
 
 
 # --- the answers table -------------------------------------------------------------------------------------
@@ -322,7 +328,7 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
     from .parse import parse_number
 
     mode, size = settings["mode"], settings["batch_size"]
-    prefix = answer.prefix if (settings["use_prefix"] or mode == "expected") else ""
+    prefix = answer.prefix if (mode == "expected" or settings["use_prefix"]) else ""
     prompt_part, _ = split_prefix(prefix)
     columns = {name: [] for name in ANSWER_COLUMNS}
     batches = range(0, len(prompts), size)
@@ -330,8 +336,8 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
         batches = progress(batches, desc=f"{mode} readout", unit="batch")
     if mode == "expected":
         candidates = Candidates.build(tokenizer, answer.grid, prefix)
-    sample = settings["sample"]
-    generator = torch.Generator().manual_seed(sample["seed"])
+    sample = settings.get("sample", {})
+    generator = torch.Generator().manual_seed(sample.get("seed", 0))
     for start in batches:
         rows = prompts[start : start + size]
         chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
@@ -343,7 +349,13 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
             for row, value, spread, probs in zip(
                 rows, values.tolist(), entropy.tolist(), log_probs.exp(), strict=True
             ):
-                _append(columns, row["prompt_id"], 0, None, value, "ok", spread, probs.tolist())
+                ok = math.isfinite(
+                    value
+                )  # a degenerate grid distribution is reported, not stored as a number
+                reason = "ok" if ok else "undefined"
+                _append(
+                    columns, row["prompt_id"], 0, None, value if ok else None, reason, spread, probs.tolist()
+                )
             continue
         n = sample["n"] if mode == "sample" else 1
         temperature = sample["temperature"] if mode == "sample" else 0.0
@@ -354,7 +366,7 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
             n,
             max_new_tokens=settings["max_new_tokens"],
             temperature=temperature,
-            top_p=sample["top_p"],
+            top_p=sample.get("top_p", 1.0),
             generator=generator,
         )
         for row, answers in zip(rows, texts, strict=True):

@@ -15,8 +15,13 @@ def top_fraction(scores: torch.Tensor, fraction: float) -> torch.Tensor:
     count = int(fraction * scores.numel())
     chosen = torch.zeros(scores.numel(), dtype=torch.bool)
     if count:
-        chosen[torch.topk(scores.flatten().float(), count, sorted=False).indices] = True
+        chosen[torch.topk(_never_nan(scores.flatten()), count, sorted=False).indices] = True
     return chosen.view(scores.shape)
+
+
+def _never_nan(scores: torch.Tensor) -> torch.Tensor:
+    """Undefined scores (NaN) rank last: topk would otherwise take NaN as the largest value."""
+    return scores.float().nan_to_num(nan=-torch.inf)
 
 
 def wanda_set_difference(
@@ -37,7 +42,7 @@ def wanda_set_difference(
 def top_k(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     """The k largest entries over all layers' score vectors ({layer: scores}) as {layer: bool}."""
     layers = list(scores)
-    flat = torch.cat([scores[layer].flatten().float() for layer in layers])
+    flat = _never_nan(torch.cat([scores[layer].flatten() for layer in layers]))
     if not 0 < k <= flat.numel():
         raise ValueError(f"k must lie in 1..{flat.numel()}, got {k}")
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# A pooled SD this small relative to the means is rounding noise of sums of squares (e.g. every name giving
+# the same answer, where resampled sums of squares cancel to ~1e-8 relative): the SMD is then undefined.
+RELATIVE_SD_FLOOR = 1e-7
+
 
 def pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
     """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)), sample variances (ddof=1)."""
@@ -23,7 +27,7 @@ def smd(reference: np.ndarray, focal: np.ndarray) -> float:
     if len(reference) == 0 or len(focal) == 0:
         return math.nan
     sd = pooled_sd(reference, focal)
-    if not sd > 0:
+    if not sd > RELATIVE_SD_FLOOR * (abs(reference.mean()) + abs(focal.mean())):
         return math.nan
     return float((reference.mean() - focal.mean()) / sd)
 
@@ -43,7 +47,7 @@ def _smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
         ss = (q_r - s_r**2 / n_r) + (q_f - s_f**2 / n_f)
         sd = np.sqrt(np.maximum(ss, 0) / (n_r + n_f - 2))
         value = (s_r / n_r - s_f / n_f) / sd
-        defined = (n_r > 0) & (n_f > 0) & (sd > 1e-12 * (np.abs(s_r / n_r) + np.abs(s_f / n_f) + 1))
+        defined = (n_r > 0) & (n_f > 0) & (sd > RELATIVE_SD_FLOOR * (np.abs(s_r / n_r) + np.abs(s_f / n_f)))
     return np.where(defined, value, np.nan)
 
 

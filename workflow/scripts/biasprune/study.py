@@ -17,6 +17,7 @@ TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json"
 NAME_COLUMNS = ("name", "race", "gender")
 # Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
 METHOD_PARAMETERS = {("neurons", "activation"): ("position",)}
+READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
@@ -25,10 +26,10 @@ ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 class Answer:
     """What a domain asks for and how readouts read it."""
 
-    unit: str
     prefix: str
-    range: tuple[float, float]
     grid: tuple[float, ...]
+    unit: str = ""
+    range: tuple[float, float] = (-math.inf, math.inf)
     favourable: str = "neutral"
 
 
@@ -71,6 +72,13 @@ def expand_grid(grid, file: Path) -> tuple[float, ...]:
     return tuple(value for value in values if low <= value <= high)
 
 
+def _checked_grid(grid, file: Path) -> tuple[float, ...]:
+    values = expand_grid(grid, file)
+    if len(values) < 2:
+        raise ConfigError(file, "answer.grid", "at least 2 candidate values", grid)
+    return values
+
+
 def template_fields(template: str, file: Path) -> list[str]:
     """The placeholders of `template`; only {name} and {variation}, plain, are allowed."""
     try:
@@ -104,7 +112,7 @@ def load_domain(key: str, prompts_dir: Path) -> Domain:
             unit=answer["unit"],
             prefix=answer["prefix"],
             range=(float(low), float(high)),
-            grid=expand_grid(answer["grid"], file),
+            grid=_checked_grid(answer["grid"], file),
             favourable=answer["favourable"],
         ),
     )
@@ -179,10 +187,18 @@ class Study:
         return self.config["model_registry"][key]
 
     def readout(self, key: str) -> dict:
-        """The readout settings of model `key`: the config's `readout` with the model's mode override."""
-        settings = dict(self.config["readout"])
-        settings["mode"] = self.model(key).get("readout", settings["mode"])
-        return settings
+        """The readout settings model `key` uses: the config's `readout` with the model's mode override,
+        keeping only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
+        settings = self.config["readout"]
+        mode = self.model(key).get("readout", settings["mode"])
+        used = {"expected": (), "greedy": READOUT_DECODE_KEYS, "sample": (*READOUT_DECODE_KEYS, "sample")}[
+            mode
+        ]
+        return {"mode": mode, "batch_size": settings["batch_size"], **{name: settings[name] for name in used}}
+
+    def model_runtime(self, key: str) -> dict:
+        """How model jobs load model `key` (device, dtype): what their results depend on, unlike `gpus`."""
+        return {name: self.model(key)[name] for name in ("device", "dtype")}
 
     @property
     def score_sets(self) -> list[tuple[str, str]]:
@@ -244,10 +260,10 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
     study_modes = {
         config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]
     }
-    if "expected" in study_modes:
+    if "expected" in study_modes or config["activations"]["attribution"]:
         for domain in domains.values():
             if min(domain.answer.grid) <= 0:
-                expected = "positive candidates (the expected readout averages log values)"
+                expected = "positive candidates (the expected readout and attribution average log values)"
                 raise ConfigError(domain.file, "answer.grid", expected, min(domain.answer.grid))
     neutral = load_neutral(root / config["prompts"]["neutral"], [row["name"] for row in names])
     return Study(config, groups, tuple(names), domains, variations, neutral)
