@@ -14,6 +14,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/answers.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/activations.smk"
+include: "workflow/rules/masks.smk"
 
 
 rule all:

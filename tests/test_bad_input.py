@@ -162,3 +162,21 @@ def test_grid_range_without_two_round_numbers(workdir):
         workdir,
         "resources/prompts/finance.yaml: answer.grid: expected at least 2 candidate values, got {'min': 1.1, 'max': 1.4}",
     )
+
+
+@pytest.mark.parametrize(
+    ("masks", "expected"),
+    [
+        (
+            {"weights": {"tau": [[0.15, 1.2]]}},
+            "config/config.yaml: masks.weights.tau[0][1]: expected a number below 1, got 1.2",
+        ),
+        (
+            {"heads": {"share": [1.5]}},
+            "config/config.yaml: masks.heads.share[0]: expected a number of at most 1, got 1.5",
+        ),
+    ],
+)
+def test_mask_settings_out_of_range(workdir, masks, expected):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(masks=masks))
+    run_fails_with(workdir, expected)

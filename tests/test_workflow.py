@@ -6,6 +6,7 @@ import yaml
 from conftest import job_counts, snakemake
 
 from biasprune.io import read_provenance
+from biasprune.masks import load_masks
 from biasprune.scores import SCORE_SETS
 
 
@@ -20,8 +21,9 @@ def test_default_config_plans_the_whole_chain(workdir):
         "baseline_metrics": 1,
         "activations": 4,
         "scores": 4 * 5,
+        "masks": 5 * 4,
         "all": 1,
-        "total": 37,
+        "total": 57,
     }
 
 
@@ -91,7 +93,14 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     args = tiny_study(workdir, tiny_llama_dir)
     result = snakemake(workdir, "--cores", "2", *args)
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["activations"] == 2 and counts["scores"] == 2 * 5
+    assert counts["activations"] == 2 and counts["scores"] == 2 * 5 and counts["masks"] == 5 * 4
+    _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
+    assert {condition for condition, _ in masks} == {
+        "purchase/-chair",
+        "purchase/-car",
+        "hiring/-software developer",
+        "hiring/-lawyer",
+    }
     for unit, method in SCORE_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
@@ -108,11 +117,16 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     result = snakemake(workdir, "-n", *args)
     counts = job_counts(result.stdout)
     print("after a scoring change:", counts)
-    assert counts == {"scores": 2, "all": 1, "total": 3}
+    assert counts == {"scores": 2, "masks": 4, "all": 1, "total": 7}
     assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
     # A cache parameter reruns the cache and every score, but not the answers.
     config["activations"] = {"positions": "name_and_answer"}
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     counts = job_counts(snakemake(workdir, "-n", *args).stdout)
     print("after a cache change:", counts)
-    assert counts["activations"] == 2 and counts["scores"] == 10 and "answers" not in counts
+    assert (
+        counts["activations"] == 2
+        and counts["scores"] == 10
+        and counts["masks"] == 20
+        and "answers" not in counts
+    )

@@ -24,6 +24,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, STUDY.models)),
     unit="weights|neurons|heads",
     method="wanda|activation|attribution|name_attention",
+    scope="variation|loo|domain|cross",
 
 
 def get_final_output():
@@ -38,6 +39,12 @@ def get_final_output():
             for model in STUDY.models
             for unit, method in STUDY.score_sets
             for domain in STUDY.domains
+        ],
+        *[
+            f"results/{model}/masks/{unit}/{method}/{scope}.safetensors"
+            for model in STUDY.models
+            for unit, method in STUDY.score_sets
+            for scope in STUDY.config["masks"]["scopes"]
         ],
     ]
 
@@ -96,3 +103,21 @@ def model_runtime(wildcards):
 def scoring_params(wildcards):
     """The parameters of {unit}/{method}: a change reruns those scores and nothing upstream."""
     return STUDY.scoring_parameters(wildcards.unit, wildcards.method)
+
+
+def mask_inputs(wildcards):
+    """Scores of {unit}/{method} for every domain, the baseline (signs of the SMDs) and the model (weights)."""
+    return {
+        "scores": expand(
+            "results/{model}/scores/{unit}/{method}/{domain}.parquet",
+            **wildcards,
+            domain=STUDY.domains,
+        ),
+        "baseline": f"results/{wildcards.model}/metrics/baseline.parquet",
+        "model": f"resources/models/{wildcards.model}",
+    }
+
+
+def mask_params(wildcards):
+    """The masks settings of {unit}: a change reruns its masks and what follows, never the scores."""
+    return STUDY.mask_parameters(wildcards.unit)

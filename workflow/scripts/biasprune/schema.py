@@ -50,6 +50,8 @@ def _explain(error: jsonschema.ValidationError) -> tuple[str, str, object]:
         "pattern": f"a string matching {value}",
         "exclusiveMinimum": f"a number above {value}",
         "minimum": f"a number of at least {value}",
+        "exclusiveMaximum": f"a number below {value}",
+        "maximum": f"a number of at most {value}",
         "minLength": "a non-empty string",
     }.get(kind, error.message)
     return key, expected, error.instance

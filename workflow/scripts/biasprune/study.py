@@ -211,6 +211,10 @@ class Study:
             name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())
         }
 
+    def mask_parameters(self, unit: str) -> dict:
+        """The `masks` settings one unit's masks read (its own section and the number of random seeds)."""
+        return {**self.config["masks"][unit], "random_seeds": self.config["masks"]["random_seeds"]}
+
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
         return {name: value for name, value in self.model(key).items() if name not in MODEL_RUNTIME_KEYS}

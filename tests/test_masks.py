@@ -1,0 +1,108 @@
+"""Mask construction: scopes, selection sizes, attribution signs, storage and shape checks."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from biasprune.errors import ConfigError
+from biasprune.masks import build_masks, load_masks, pack, scope_conditions, unpack
+
+GROUPS = ("White", "Black")
+
+
+def m(*bits):
+    return {"0": torch.tensor(bits, dtype=torch.bool)}
+
+
+PER_VARIATION = {
+    "car": {"a": m(1, 1, 0, 0), "b": m(1, 0, 1, 0), "c": m(1, 1, 1, 0)},
+    "job": {"x": m(1, 1, 0, 1), "y": m(1, 1, 1, 1)},
+}
+
+
+def test_scopes_by_hand():
+    loo = scope_conditions("loo", PER_VARIATION)
+    assert loo["car/-a"][0] == {"car": ["b", "c"]} and loo["car/-a"][1]["0"].tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert loo["job/-x"][1]["0"].tolist() == [True, True, True, True]
+    domain = scope_conditions("domain", PER_VARIATION)
+    assert domain["car"][1]["0"].tolist() == [True, False, False, False]
+    assert domain["job"][1]["0"].tolist() == [True, True, False, True]
+    cross = scope_conditions("cross", PER_VARIATION)
+    assert cross["-car"][0] == {"job": ["x", "y"]} and torch.equal(
+        cross["-car"][1]["0"], domain["job"][1]["0"]
+    )
+    assert set(scope_conditions("variation", PER_VARIATION)) == {"car/a", "car/b", "car/c", "job/x", "job/y"}
+
+
+def test_packing_round_trip():
+    mask = {"0.q_proj": torch.rand(7, 5) < 0.3}
+    assert torch.equal(unpack(pack(mask)["0.q_proj"], (7, 5)), mask["0.q_proj"])
+
+
+def scores_table(rows):
+    return pd.DataFrame(rows, columns=["variation", "layer", "target", "group", "statistic", "values"])
+
+
+def test_neuron_masks_take_the_configured_share_and_attribution_points_against_the_bias():
+    rng = np.random.default_rng(0)
+    effects = {
+        ("v1", 0): rng.normal(size=50),
+        ("v1", 1): rng.normal(size=50),
+        ("v2", 0): rng.normal(size=50),
+        ("v2", 1): rng.normal(size=50),
+    }
+    table = scores_table(
+        [(v, layer, "mlp.hook_post", "", "smd_effect", x) for (v, layer), x in effects.items()]
+    )
+    baseline = pd.DataFrame(
+        {"domain": ["d", "d"], "variation": ["v1", "v2"], "level": "variation", "smd": [0.5, -0.4]}
+    )
+    tensors, manifest = build_masks(
+        "neurons",
+        "attribution",
+        "variation",
+        {"d": table},
+        {"fraction": [0.05], "random_seeds": 2},
+        GROUPS,
+        baseline,
+    )
+    assert sum(manifest["conditions"]["d/v1"]["counts"]["fraction=0.05"].values()) == 5  # 5% of 100 units
+    assert manifest["random_seeds"] == [0, 1]
+    chosen = torch.cat([unpack(tensors[f"d/v1|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
+    # SMD of v1 is positive: the units whose zeroing lowers it most (most negative effect) are chosen.
+    scores = np.concatenate([effects["v1", 0], effects["v1", 1]])
+    assert set(np.nonzero(chosen.numpy())[0]) == set(np.argsort(scores)[:5])
+    chosen = torch.cat([unpack(tensors[f"d/v2|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
+    scores = np.concatenate([effects["v2", 0], effects["v2", 1]])
+    assert set(np.nonzero(chosen.numpy())[0]) == set(np.argsort(-scores)[:5])  # negative SMD: the opposite
+
+
+def test_a_mask_file_for_another_model_is_refused(tmp_path, tiny_llama_dir):
+    from biasprune.models import load_model
+
+    model, _ = load_model(tiny_llama_dir, device="cpu")
+    mask = {"0": torch.tensor([True] + [False] * 99)}
+    save_file({f"d/v|share=0.1|{k}": v for k, v in pack(mask).items()}, tmp_path / "heads.safetensors")
+    manifest = {"unit": "heads", "shapes": {"0": [100]}}
+    (tmp_path / "heads.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ConfigError, match=r"heads.json: shapes.0: expected the model's shape \[4\], got \[100\]"
+    ):
+        load_masks(tmp_path / "heads.safetensors", model)
+    manifest["shapes"]["0"] = [4]
+    save_file(
+        {f"d/v|share=0.1|{k}": v for k, v in pack({"0": torch.tensor([True, False, False, True])}).items()},
+        tmp_path / "heads.safetensors",
+    )
+    (tmp_path / "heads.json").write_text(json.dumps(manifest))
+    _, masks = load_masks(tmp_path / "heads.safetensors", model)
+    assert masks["d/v", "share=0.1"]["0"].tolist() == [True, False, False, True]

@@ -1,0 +1,212 @@
+"""Masks from scores: what each condition prunes, at every scope, stored as packed bits with a manifest.
+
+Conditions (names inside a mask file):
+- scope `variation`: `{domain}/{variation}`, selected on that variation's prompts;
+- scope `loo`: `{domain}/-{variation}`, the intersection of the domain's other variations' masks (the
+  paper's within-context generalisation; domains with one variation have none);
+- scope `domain`: `{domain}`, the intersection over the domain's variations (the paper's "common" set);
+- scope `cross`: `-{domain}`, the intersection of every other domain's `domain` mask (the pool of all
+  domains but the evaluated one). A `domain` mask evaluated on another domain is the one-domain transfer.
+Each condition holds one mask per setting (a tau pair and direction for weights, a fraction of units, a
+share of heads). Random controls are not stored: `selection.random_like(mask, seed)` rebuilds them from the
+counts for every seed the manifest lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ConfigError
+from .models import LINEAR_INPUTS, LINEARS
+from .selection import intersect, top_k, wanda_set_difference
+
+SCOPES = ("variation", "loo", "domain", "cross")
+
+
+def settings(unit: str, parameters: dict) -> list[str]:
+    """Names of the masks each condition holds, e.g. 'tau=0.15,0.15;select=focal' or 'fraction=0.01'."""
+    if unit == "weights":
+        return [f"tau={a},{b};select={d}" for a, b in parameters["tau"] for d in parameters["select"]]
+    if unit == "neurons":
+        return [f"fraction={value}" for value in parameters["fraction"]]
+    return [f"share={value}" for value in parameters["share"]]
+
+
+def _parse(setting: str) -> dict[str, str]:
+    return dict(part.split("=") for part in setting.split(";"))
+
+
+def _vectors(scores: pd.DataFrame, statistic: str, group: str = "") -> dict[str, dict[str, torch.Tensor]]:
+    rows = scores[(scores["statistic"] == statistic) & (scores["group"] == group)]
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for row in rows.itertuples():
+        out.setdefault(row.variation, {})[str(row.layer)] = torch.tensor(np.asarray(row.values, np.float32))
+    return out
+
+
+def unit_rankings(
+    unit: str, method: str, domain: str, scores: pd.DataFrame, baseline: pd.DataFrame, statistic: str
+):
+    """{variation: {layer: score}} where a larger score means 'prune first'."""
+    if method == "attribution":
+        effects = _vectors(scores, "smd_effect")
+        smd = baseline[(baseline["level"] == "variation") & (baseline["domain"] == domain)].set_index(
+            "variation"
+        )["smd"]
+        # Predicted reduction of |SMD| when the unit is zeroed: the effect pointing against the bias.
+        return {
+            v: {k: -x * float(np.sign(smd.get(v, np.nan))) for k, x in layers.items()}
+            for v, layers in effects.items()
+        }
+    name = "diff" if method == "activation" else statistic
+    values = _vectors(scores, name)
+    if name == "diff":
+        values = {v: {k: x.abs() for k, x in layers.items()} for v, layers in values.items()}
+    return values
+
+
+def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> dict[str, torch.Tensor]:
+    total = sum(x.numel() for x in ranking.values())
+    share = float(next(iter(_parse(setting).values())))
+    return top_k(ranking, max(1, round(share * total)))
+
+
+def select_weights(model, scores: pd.DataFrame, variation: str, groups: Sequence[str], setting: str) -> dict:
+    """The paper's prune set per matrix: top-tau of one group's Wanda score minus top-tau of the other's."""
+    parts = _parse(setting)
+    tau_select, tau_protect = (float(x) for x in parts["tau"].split(","))
+    reference, focal = groups
+    chosen, protected = (focal, reference) if parts["select"] == "focal" else (reference, focal)
+    rows = scores[(scores["variation"] == variation) & (scores["statistic"] == "norm")]
+    norms = {
+        (r.layer, r.target, r.group): torch.tensor(np.asarray(r.values, np.float32))
+        for r in rows.itertuples()
+    }
+    from .models import ModelAdapter
+
+    adapter = ModelAdapter.of(model)
+    mask = {}
+    for layer in range(adapter.n_layers):
+        for linear in LINEARS:
+            site = LINEAR_INPUTS[linear]
+            weight = adapter.linear(layer, linear).weight.detach()
+            mask[f"{layer}.{linear}"] = wanda_set_difference(
+                weight, norms[layer, site, chosen], norms[layer, site, protected], tau_select, tau_protect
+            )
+    return mask
+
+
+def scope_conditions(scope: str, per_variation: dict[str, dict[str, dict]]) -> dict[str, tuple[dict, dict]]:
+    """{condition: (selection {domain: [variations]}, mask)} for one setting; per_variation[domain][variation]."""
+    domains = {d: intersect(v.values()) for d, v in per_variation.items()}
+    out = {}
+    for domain, variations in per_variation.items():
+        if scope == "variation":
+            out |= {f"{domain}/{v}": ({domain: [v]}, m) for v, m in variations.items()}
+        elif scope == "loo" and len(variations) > 1:
+            for held in variations:
+                rest = [v for v in variations if v != held]
+                out[f"{domain}/-{held}"] = ({domain: rest}, intersect(variations[v] for v in rest))
+        elif scope == "domain":
+            out[domain] = ({domain: list(variations)}, domains[domain])
+        elif scope == "cross" and len(per_variation) > 1:
+            others = [d for d in per_variation if d != domain]
+            out[f"-{domain}"] = (
+                {d: list(per_variation[d]) for d in others},
+                intersect(domains[d] for d in others),
+            )
+    return out
+
+
+def pack(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(np.packbits(value.numpy().ravel())) for key, value in mask.items()}
+
+
+def unpack(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    count = int(np.prod(shape))
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool).reshape(shape))
+
+
+def config_hash(parameters: dict) -> str:
+    return hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_shapes(manifest: dict, model, file) -> None:
+    """A mask file made for another model is refused with one line."""
+    from .models import ModelAdapter
+
+    adapter = ModelAdapter.of(model)
+    for key, shape in manifest["shapes"].items():
+        if manifest["unit"] == "weights":
+            layer, linear = key.split(".")
+            expected = list(adapter.linear(int(layer), linear).weight.shape)
+        else:
+            expected = [adapter.d_mlp if manifest["unit"] == "neurons" else adapter.n_heads]
+        if list(shape) != expected:
+            raise ConfigError(file, f"shapes.{key}", f"the model's shape {expected}", list(shape))
+
+
+def build_masks(
+    unit: str,
+    method: str,
+    scope: str,
+    scores: dict[str, pd.DataFrame],
+    parameters: dict,
+    groups: Sequence[str],
+    baseline: pd.DataFrame | None = None,
+    model=None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every condition of one scope for one unit and method: packed tensors and the manifest."""
+    tensors, conditions, shapes = {}, {}, {}
+    for setting in settings(unit, parameters):
+        per_variation: dict[str, dict[str, dict]] = {}
+        for domain, table in scores.items():
+            if unit == "weights":
+                variations = list(dict.fromkeys(table["variation"]))
+                per_variation[domain] = {
+                    v: select_weights(model, table, v, groups, setting) for v in variations
+                }
+            else:
+                statistic = parameters.get("statistic", "sum")
+                rankings = unit_rankings(unit, method, domain, table, baseline, statistic)
+                per_variation[domain] = {v: select_units(r, unit, setting) for v, r in rankings.items()}
+        for name, (selection, mask) in scope_conditions(scope, per_variation).items():
+            entry = conditions.setdefault(name, {"selection": selection, "counts": {}})
+            entry["counts"][setting] = {key: int(value.sum()) for key, value in mask.items()}
+            shapes |= {key: list(value.shape) for key, value in mask.items()}
+            tensors |= {f"{name}|{setting}|{key}": value for key, value in pack(mask).items()}
+    manifest = {
+        "unit": unit,
+        "method": method,
+        "scope": scope,
+        "groups": list(groups),
+        "settings": settings(unit, parameters),
+        "random_seeds": list(range(parameters["random_seeds"])),
+        "conditions": conditions,
+        "shapes": shapes,
+        "config_hash": config_hash({"unit": unit, "method": method, "scope": scope, **parameters}),
+    }
+    return tensors, manifest
+
+
+def load_masks(path, model=None) -> tuple[dict, dict[tuple[str, str], dict[str, torch.Tensor]]]:
+    """The manifest and {(condition, setting): {key: bool tensor}} of a mask file (checked against `model`)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    if model is not None:
+        check_shapes(manifest, model, path.with_suffix(".json"))
+    masks: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for name, packed in load_file(path).items():
+        condition, setting, key = name.split("|")
+        masks.setdefault((condition, setting), {})[key] = unpack(packed, manifest["shapes"][key])
+    return manifest, masks

@@ -1,0 +1,37 @@
+"""Rule `masks`: the masks of one scope for one unit and method, from the scores of every domain."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import save_file
+
+from biasprune.io import atomic_path
+from biasprune.logs import log_to
+from biasprune.masks import build_masks
+from biasprune.models import load_model
+
+with log_to(snakemake.log[0]):
+    unit, method, scope = snakemake.wildcards.unit, snakemake.wildcards.method, snakemake.wildcards.scope
+    scores = {Path(path).stem: pd.read_parquet(path) for path in snakemake.input.scores}
+    model = None
+    if unit == "weights":  # the Wanda score multiplies the cached norms by the weights
+        runtime = snakemake.params.model
+        model, _ = load_model(snakemake.input.model, "cpu", runtime["dtype"])
+    tensors, manifest = build_masks(
+        unit,
+        method,
+        scope,
+        scores,
+        snakemake.params.parameters,
+        snakemake.params.groups,
+        baseline=pd.read_parquet(snakemake.input.baseline),
+        model=model,
+    )
+    manifest["model"] = snakemake.wildcards.model
+    with atomic_path(snakemake.output.masks) as tmp:
+        save_file(tensors, tmp)
+    with atomic_path(snakemake.output.manifest) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    for name, entry in manifest["conditions"].items():
+        print(name, {setting: sum(counts.values()) for setting, counts in entry["counts"].items()})
