@@ -106,3 +106,21 @@ def test_a_mask_file_for_another_model_is_refused(tmp_path, tiny_llama_dir):
     (tmp_path / "heads.json").write_text(json.dumps(manifest))
     _, masks = load_masks(tmp_path / "heads.safetensors", model)
     assert masks["d/v", "share=0.1"]["0"].tolist() == [True, False, False, True]
+
+
+def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_dir):
+    from biasprune.masks import export_pruned
+
+    save_file(
+        {f"car|share=0.5|{k}": v for k, v in pack({"0": torch.tensor([True, False, False, False])}).items()},
+        tmp_path / "heads.safetensors",
+    )
+    (tmp_path / "heads.json").write_text(
+        json.dumps({"unit": "heads", "method": "m", "scope": "domain", "shapes": {"0": [4]}})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"export.condition/setting: expected one of \['car \[share=0.5\]'\], got 'bus \[share=0.5\]'",
+    ):
+        export_pruned(tiny_llama_dir, tmp_path / "heads.safetensors", "bus", "share=0.5", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -2,11 +2,14 @@
 case with no code change, and edits rerun only what they make stale."""
 
 import pyarrow.parquet as pq
+import torch
 import yaml
 from conftest import job_counts, snakemake
 
 from biasprune.io import read_provenance
+from biasprune.masking import Mask, masked
 from biasprune.masks import load_masks
+from biasprune.models import load_model
 from biasprune.scores import SCORE_SETS
 
 
@@ -104,6 +107,25 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     for unit, method in SCORE_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
+    # A pruned model for one mask: the saved folder gives the logits of the masked model.
+    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
+    config["export"] = {
+        "unit": "heads",
+        "method": "attribution",
+        "scope": "domain",
+        "condition": "hiring",
+        "setting": "share=0.039",
+    }
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "--cores", "1", "results/tiny/pruned", *args)
+    pruned, tokenizer = load_model(workdir / "results/tiny/pruned", device="cpu")
+    original, _ = load_model(tiny_llama_dir, device="cpu")
+    _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/domain.safetensors", original)
+    ids = torch.tensor([tokenizer("Hi Jamal, $")["input_ids"]])
+    with torch.no_grad(), masked(original, Mask("heads", masks["hiring", "share=0.039"]), "hooks"):
+        expected = original(ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids).logits, expected)
     # Resources and unused settings change no result: a GPU request, another readout mode's setting.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
     config["model_registry"]["tiny"]["gpus"] = 1

@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from biasprune.errors import ConfigError
+from snakemake.exceptions import WorkflowError
 from biasprune.study import load_study
 
 CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
@@ -121,3 +122,18 @@ def mask_inputs(wildcards):
 def mask_params(wildcards):
     """The masks settings of {unit}: a change reruns its masks and what follows, never the scores."""
     return STUDY.mask_parameters(wildcards.unit)
+
+
+def export_inputs(wildcards):
+    """The model and the mask file named by config `export` (required for this target)."""
+    if "export" not in STUDY.config:
+        raise WorkflowError(
+            "results/{model}/pruned needs config `export` (unit, method, scope, condition, setting)"
+        )
+    spec = STUDY.config["export"]
+    stem = f"results/{wildcards.model}/masks/{spec['unit']}/{spec['method']}/{spec['scope']}"
+    return {
+        "model": f"resources/models/{wildcards.model}",
+        "masks": f"{stem}.safetensors",
+        "manifest": f"{stem}.json",
+    }

@@ -17,3 +17,19 @@ rule masks:
         model=model_runtime,
     script:
         "../scripts/masks.py"
+
+
+rule export_pruned:
+    """A pruned model (weights edited, saved with its tokenizer) for the mask chosen in config `export`."""
+    input:
+        unpack(export_inputs),
+    output:
+        model=directory("results/{model}/pruned"),
+    log:
+        "logs/export_pruned/{model}.log",
+    conda:
+        "../envs/model.yaml"
+    params:
+        export=STUDY.config.get("export", {}),
+    script:
+        "../scripts/export_pruned.py"

@@ -1,0 +1,16 @@
+"""Rule `export_pruned`: save the model with the mask of config `export` applied."""
+
+from biasprune.logs import log_to
+from biasprune.masks import export_pruned
+
+with log_to(snakemake.log[0]):
+    spec = snakemake.params.export
+    record = export_pruned(
+        snakemake.input.model,
+        snakemake.input.masks,
+        spec["condition"],
+        spec["setting"],
+        snakemake.output.model,
+        spec["ablation"],
+    )
+    print(record)
