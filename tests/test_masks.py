@@ -124,3 +124,43 @@ def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_d
     ):
         export_pruned(tiny_llama_dir, tmp_path / "heads.safetensors", "bus", "share=0.5", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tiny_llama_dir):
+    from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
+    from biasprune.selection import intersect, wanda_set_difference
+
+    model, _ = load_model(tiny_llama_dir, device="cpu")
+    adapter = ModelAdapter.of(model)
+    rng = np.random.default_rng(0)
+    width = {"ln1.hook_normalized": 32, "attn.hook_z": 32, "ln2.hook_normalized": 32, "mlp.hook_post": 48}
+    rows = [
+        (v, layer, site, group, "norm", rng.random(n).astype(np.float32))
+        for v in ("a", "b")
+        for layer in range(2)
+        for site, n in width.items()
+        for group in GROUPS
+    ]
+    table = scores_table(rows)
+    parameters = {"tau": [[0.3, 0.2]], "select": ["focal"], "random_seeds": 1}
+    tensors, manifest = build_masks(
+        "weights", "wanda", "domain", {"d": table}, parameters, GROUPS, model=model
+    )
+    setting = "tau=0.3,0.2;select=focal"
+    norm = {(v, layer, site, group): torch.tensor(x) for v, layer, site, group, _, x in rows}
+    for layer in range(2):
+        for linear in LINEARS:
+            key, site = f"{layer}.{linear}", LINEAR_INPUTS[linear]
+            weight = adapter.linear(layer, linear).weight.detach()
+            per_variation = [
+                {
+                    key: wanda_set_difference(
+                        weight, norm[v, layer, site, "Black"], norm[v, layer, site, "White"], 0.3, 0.2
+                    )
+                }
+                for v in ("a", "b")
+            ]
+            expected = intersect(per_variation)[key]
+            assert torch.equal(unpack(tensors[f"d|{setting}|{key}"], weight.shape), expected), key
+            assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
+    assert manifest["conditions"]["d"]["selection"] == {"d": ["a", "b"]}

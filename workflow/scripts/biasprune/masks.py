@@ -77,29 +77,29 @@ def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> d
     return top_k(ranking, max(1, round(share * total)))
 
 
-def select_weights(model, scores: pd.DataFrame, variation: str, groups: Sequence[str], setting: str) -> dict:
-    """The paper's prune set per matrix: top-tau of one group's Wanda score minus top-tau of the other's."""
+def _norms(scores: pd.DataFrame) -> dict[tuple, torch.Tensor]:
+    """{(variation, layer, site, group): ||X_j||} of a weights/wanda score table."""
+    rows = scores[scores["statistic"] == "norm"]
+    return {
+        (r.variation, r.layer, r.target, r.group): torch.tensor(np.asarray(r.values, np.float32))
+        for r in rows.itertuples()
+    }
+
+
+def select_weights(weight, norms: dict, variation: str, layer: int, linear: str, groups, setting: str):
+    """The paper's prune set of one matrix: top-tau of one group's Wanda score minus top-tau of the other's."""
     parts = _parse(setting)
     tau_select, tau_protect = (float(x) for x in parts["tau"].split(","))
     reference, focal = groups
     chosen, protected = (focal, reference) if parts["select"] == "focal" else (reference, focal)
-    rows = scores[(scores["variation"] == variation) & (scores["statistic"] == "norm")]
-    norms = {
-        (r.layer, r.target, r.group): torch.tensor(np.asarray(r.values, np.float32))
-        for r in rows.itertuples()
-    }
-    from .models import ModelAdapter
-
-    adapter = ModelAdapter.of(model)
-    mask = {}
-    for layer in range(adapter.n_layers):
-        for linear in LINEARS:
-            site = LINEAR_INPUTS[linear]
-            weight = adapter.linear(layer, linear).weight.detach()
-            mask[f"{layer}.{linear}"] = wanda_set_difference(
-                weight, norms[layer, site, chosen], norms[layer, site, protected], tau_select, tau_protect
-            )
-    return mask
+    site = LINEAR_INPUTS[linear]
+    return wanda_set_difference(
+        weight,
+        norms[variation, layer, site, chosen],
+        norms[variation, layer, site, protected],
+        tau_select,
+        tau_protect,
+    )
 
 
 def scope_conditions(scope: str, per_variation: dict[str, dict[str, dict]]) -> dict[str, tuple[dict, dict]]:
@@ -162,25 +162,47 @@ def build_masks(
     baseline: pd.DataFrame | None = None,
     model=None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Every condition of one scope for one unit and method: packed tensors and the manifest."""
+    """Every condition of one scope for one unit and method: packed tensors and the manifest.
+
+    Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
+    matrix's masks for every variation, never a whole model's.
+    """
     tensors, conditions, shapes = {}, {}, {}
-    for setting in settings(unit, parameters):
-        per_variation: dict[str, dict[str, dict]] = {}
-        for domain, table in scores.items():
-            if unit == "weights":
-                variations = list(dict.fromkeys(table["variation"]))
-                per_variation[domain] = {
-                    v: select_weights(model, table, v, groups, setting) for v in variations
-                }
-            else:
-                statistic = parameters.get("statistic", "sum")
-                rankings = unit_rankings(unit, method, domain, table, baseline, statistic)
-                per_variation[domain] = {v: select_units(r, unit, setting) for v, r in rankings.items()}
+
+    def record(setting: str, per_variation: dict) -> None:
         for name, (selection, mask) in scope_conditions(scope, per_variation).items():
             entry = conditions.setdefault(name, {"selection": selection, "counts": {}})
-            entry["counts"][setting] = {key: int(value.sum()) for key, value in mask.items()}
-            shapes |= {key: list(value.shape) for key, value in mask.items()}
-            tensors |= {f"{name}|{setting}|{key}": value for key, value in pack(mask).items()}
+            entry["counts"].setdefault(setting, {}).update(
+                {key: int(value.sum()) for key, value in mask.items()}
+            )
+            shapes.update({key: list(value.shape) for key, value in mask.items()})
+            tensors.update({f"{name}|{setting}|{key}": value for key, value in pack(mask).items()})
+
+    for setting in settings(unit, parameters):
+        if unit != "weights":
+            statistic = parameters.get("statistic", "sum")
+            per_variation = {}
+            for domain, table in scores.items():
+                rankings = unit_rankings(unit, method, domain, table, baseline, statistic)
+                per_variation[domain] = {v: select_units(r, unit, setting) for v, r in rankings.items()}
+            record(setting, per_variation)
+            continue
+        from .models import ModelAdapter
+
+        adapter = ModelAdapter.of(model)
+        norms = {domain: _norms(table) for domain, table in scores.items()}
+        variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
+        for layer in range(adapter.n_layers):
+            for linear in LINEARS:
+                weight, key = adapter.linear(layer, linear).weight.detach(), f"{layer}.{linear}"
+                per_variation = {
+                    domain: {
+                        v: {key: select_weights(weight, norms[domain], v, layer, linear, groups, setting)}
+                        for v in names
+                    }
+                    for domain, names in variations.items()
+                }
+                record(setting, per_variation)
     manifest = {
         "unit": unit,
         "method": method,
