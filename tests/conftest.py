@@ -16,6 +16,10 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/prompts", "profiles")
+# The tiny test model's geometry: 2 layers, 4 query heads sharing 2 key/value heads (GQA).
+TINY_LLAMA = dict(
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -61,12 +65,8 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer):
 
     torch.manual_seed(0)
     config = LlamaConfig(
+        **TINY_LLAMA,
         vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=256,
         bos_token_id=tiny_tokenizer.bos_token_id,
         eos_token_id=tiny_tokenizer.eos_token_id,

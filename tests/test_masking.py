@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_LLAMA
 
 from biasprune.hooks import hook_count, hooks
 from biasprune.masking import Mask, masked
@@ -97,15 +98,7 @@ def test_q_zero_also_zeroes_the_query_bias_where_the_model_has_one():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        attention_bias=True,
-    )
+    config = LlamaConfig(**TINY_LLAMA, vocab_size=50, attention_bias=True)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         for layer in model.model.layers:

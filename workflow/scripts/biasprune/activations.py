@@ -42,7 +42,6 @@ from .readouts import (
 from .tokens import chat_prompt, encode_with_name_positions
 
 WANDA_SITES = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
-POSITIONS = ("all", "name_and_answer")
 CACHE_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),

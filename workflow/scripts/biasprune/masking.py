@@ -22,9 +22,6 @@ import torch.nn.functional as F
 from .hooks import hooks
 from .models import ModelAdapter
 
-UNITS = ("weights", "neurons", "heads")
-HEAD_ABLATIONS = ("zero", "mean", "q_zero")
-
 
 @dataclass(frozen=True)
 class Mask:

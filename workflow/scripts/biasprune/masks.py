@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .errors import ConfigError
-from .models import LINEAR_INPUTS, LINEARS
+from .models import LINEAR_INPUTS, LINEARS, ModelAdapter
 from .selection import intersect, top_k, wanda_set_difference
 
 SCOPES = ("variation", "loo", "domain", "cross")
@@ -139,8 +139,6 @@ def config_hash(parameters: dict) -> str:
 
 def check_shapes(manifest: dict, model, file) -> None:
     """A mask file made for another model is refused with one line."""
-    from .models import ModelAdapter
-
     adapter = ModelAdapter.of(model)
     for key, shape in manifest["shapes"].items():
         if manifest["unit"] == "weights":
@@ -187,8 +185,6 @@ def build_masks(
                 per_variation[domain] = {v: select_units(r, unit, setting) for v, r in rankings.items()}
             record(setting, per_variation)
             continue
-        from .models import ModelAdapter
-
         adapter = ModelAdapter.of(model)
         norms = {domain: _norms(table) for domain, table in scores.items()}
         variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}

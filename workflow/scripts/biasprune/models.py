@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from torch import nn
 from .errors import ConfigError
 from .io import atomic_path, sha256_file
 from .tokens import chat_prompt
-
-log = logging.getLogger(__name__)
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG = "ok", "empty", "no_number", "refusal", "too_long"
 UNDEFINED = "undefined"  # the expected readout's grid distribution was degenerate (no finite answer)
-REASONS = (OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG, UNDEFINED)
 
 _UNITS = [
     "zero",
