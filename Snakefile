@@ -15,6 +15,7 @@ include: "workflow/rules/answers.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/masks.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

@@ -16,6 +16,13 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/prompts", "profiles")
+# The (unit, method) score sets config/test-config.yaml runs.
+TEST_CONFIG_SETS = (
+    ("weights", "wanda"),
+    ("neurons", "activation"),
+    ("heads", "name_attention"),
+    ("heads", "attribution"),
+)
 # The tiny test model's geometry: 2 layers, 4 query heads sharing 2 key/value heads (GQA).
 TINY_LLAMA = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2

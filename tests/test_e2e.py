@@ -8,12 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import copy_workflow, job_counts, readout_settings, snakemake
+from conftest import TEST_CONFIG_SETS, copy_workflow, job_counts, readout_settings, snakemake
 
 from biasprune.models import ModelAdapter, greedy_answer, load_model
 from biasprune.prompts import prompt_table
 from biasprune.readouts import read_answers
-from biasprune.scores import SCORE_SETS
 from biasprune.study import load_domain
 from biasprune.tokens import encode_with_name_positions
 
@@ -25,7 +24,7 @@ MODEL = "smollm2-135m-instruct"
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
     result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
-    assert job_counts(result.stderr + result.stdout)["total"] == 41
+    assert job_counts(result.stderr + result.stdout)["total"] == 83
     return workdir
 
 
@@ -121,7 +120,7 @@ def test_cache_and_every_score_exist_for_every_domain(study):
     cache = pq.read_table(study / f"results/{MODEL}/activations/hiring.parquet")
     assert set(cache.column("layer").to_pylist()) == set(range(30))
     assert len(set(cache.column("prompt_id").to_pylist())) == 16
-    for unit, method in SCORE_SETS:
+    for unit, method in TEST_CONFIG_SETS:
         for domain in ("purchase", "hiring"):
             scores = pd.read_parquet(study / f"results/{MODEL}/scores/{unit}/{method}/{domain}.parquet")
             assert set(scores["layer"]) == set(range(30)) and scores["values"].map(len).min() > 0

@@ -14,6 +14,7 @@ from biasprune.readouts import (
     _top_p_filter,
     decode,
     encode_left_padded,
+    encode_shared_prefix,
     expected_answer,
     generate_tokens,
     grid_log_probs,
@@ -110,10 +111,13 @@ def brute_force_log_probs(model, tokenizer, chat_texts, grid, prefix):
     return torch.stack(result)
 
 
+@pytest.mark.parametrize("encode", [encode_left_padded, encode_shared_prefix])
 @pytest.mark.parametrize(
     ("grid", "prefix"), [((10, 15, 100, 1500, 2000, 10000), "$"), ((0.05, 0.5, 1, 12), "Answer: ")]
 )
-def test_expected_readout_equals_brute_force(tiny, grid, prefix):
+def test_expected_readout_equals_brute_force(tiny, grid, prefix, encode):
+    """Each prompt alone, one written form at a time, equals the batched trie readout, whether the batch
+    is left-padded or runs its common leading tokens once (padding then sits between prefix and rest)."""
     model, tokenizer = tiny
     stripped = prefix.rstrip()
     texts = [chat_prompt(tokenizer, message, stripped) for message in MESSAGES]
@@ -123,7 +127,12 @@ def test_expected_readout_equals_brute_force(tiny, grid, prefix):
     )  # "1500" and "1,500"
     assert len(candidates.node_token) < sum(map(len, candidates.form_nodes))  # shared prefixes
     with torch.no_grad():
-        ours = grid_log_probs(model, encode_left_padded(tokenizer, texts, "cpu"), candidates, len(grid))
+        batch = encode(tokenizer, texts, "cpu")
+        ours = grid_log_probs(model, batch, candidates, len(grid))
+    if encode is encode_shared_prefix:  # the chat template's opening runs once
+        assert batch["prefix_ids"].shape[1] == len(
+            tokenizer(texts[0][: texts[0].index("I want")])["input_ids"]
+        )
     expected = brute_force_log_probs(model, tokenizer, texts, grid, prefix)
     assert torch.allclose(ours, expected, atol=2e-4), (ours - expected).abs().max()
 

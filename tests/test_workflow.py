@@ -1,16 +1,16 @@
 """The workflow as Snakemake sees it: both configs plan the whole chain, a new domain file is a new use
 case with no code change, and edits rerun only what they make stale."""
 
+import pandas as pd
 import pyarrow.parquet as pq
 import torch
 import yaml
-from conftest import job_counts, snakemake
+from conftest import TEST_CONFIG_SETS, job_counts, snakemake
 
 from biasprune.io import read_provenance
 from biasprune.masking import Mask, masked
 from biasprune.masks import load_masks
 from biasprune.models import load_model
-from biasprune.scores import SCORE_SETS
 
 
 def test_default_config_plans_the_whole_chain(workdir):
@@ -23,10 +23,13 @@ def test_default_config_plans_the_whole_chain(workdir):
         "answers": 4,
         "baseline_metrics": 1,
         "activations": 4,
-        "scores": 4 * 5,
-        "masks": 5 * 4,
+        "scores": 4 * 3,  # weights/wanda, heads/name_attention, heads/attribution per domain
+        "masks": 3 * 4,  # per score set and scope
+        "damage": 3 * 4,
+        "evaluate": 3 * 4 * 4,  # per score set, scope and evaluated domain
+        "condition_metrics": 1,
         "all": 1,
-        "total": 57,
+        "total": 102,
     }
 
 
@@ -96,7 +99,8 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     args = tiny_study(workdir, tiny_llama_dir)
     result = snakemake(workdir, "--cores", "2", *args)
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["activations"] == 2 and counts["scores"] == 2 * 5 and counts["masks"] == 5 * 4
+    assert counts["activations"] == 2 and counts["scores"] == 2 * 4 and counts["masks"] == 4 * 4
+    assert counts["evaluate"] == 4 * 4 * 2 and counts["damage"] == 4 * 4 and counts["condition_metrics"] == 1
     _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
     assert {condition for condition, _ in masks} == {
         "purchase/-chair",
@@ -104,8 +108,21 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
         "hiring/-software developer",
         "hiring/-lawyer",
     }
-    for unit, method in SCORE_SETS:
+    for unit, method in TEST_CONFIG_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
+    # The result tables: every (selection x evaluated domain) cell of the domain scope, with random controls.
+    transfer = pd.read_parquet(workdir / "results/tiny/metrics/transfer.parquet")
+    cells = transfer[(transfer["scope"] == "domain") & (transfer["method"] == "name_attention")]
+    assert sorted(zip(cells["selection"], cells["evaluated"], cells["in_sample"], strict=True)) == [
+        ("hiring", "hiring", True),
+        ("hiring", "purchase", False),
+        ("purchase", "hiring", False),
+        ("purchase", "purchase", True),
+    ]
+    assert cells["random_reduction_mean"].notna().all() and cells["kl"].notna().all()
+    conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
+    assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
+    assert set(conditions["control"]) == {"pruned", "random"}
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
     # A pruned model for one mask: the saved folder gives the logits of the masked model.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
@@ -139,7 +156,15 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     result = snakemake(workdir, "-n", *args)
     counts = job_counts(result.stdout)
     print("after a scoring change:", counts)
-    assert counts == {"scores": 2, "masks": 4, "all": 1, "total": 7}
+    assert counts == {
+        "scores": 2,
+        "masks": 4,
+        "evaluate": 4 * 2,
+        "damage": 4,
+        "condition_metrics": 1,
+        "all": 1,
+        "total": 20,
+    }
     assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
     # A cache parameter reruns the cache and every score, but not the answers.
     config["activations"] = {"positions": "name_and_answer"}
@@ -148,7 +173,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     print("after a cache change:", counts)
     assert (
         counts["activations"] == 2
-        and counts["scores"] == 10
-        and counts["masks"] == 20
+        and counts["scores"] == 8
+        and counts["masks"] == 16
         and "answers" not in counts
     )

@@ -47,6 +47,7 @@ def get_final_output():
             for unit, method in STUDY.score_sets
             for scope in STUDY.config["masks"]["scopes"]
         ],
+        *expand("results/{model}/metrics/conditions.parquet", model=STUDY.models),
     ]
 
 
@@ -121,7 +122,7 @@ def mask_inputs(wildcards):
 
 def mask_params(wildcards):
     """The masks settings of {unit}: a change reruns its masks and what follows, never the scores."""
-    return STUDY.mask_parameters(wildcards.unit)
+    return STUDY.mask_parameters(wildcards.unit, wildcards.scope)
 
 
 def export_inputs(wildcards):
@@ -136,4 +137,69 @@ def export_inputs(wildcards):
         "model": f"resources/models/{wildcards.model}",
         "masks": f"{stem}.safetensors",
         "manifest": f"{stem}.json",
+    }
+
+
+def mask_stem(wildcards) -> str:
+    return f"results/{wildcards.model}/masks/{wildcards.unit}/{wildcards.method}/{wildcards.scope}"
+
+
+def evaluate_params(wildcards):
+    """The evaluation settings a (unit, scope) reads: head ablation for heads, in-sample cells for cross."""
+    settings = STUDY.config["evaluate"]
+    return {
+        **(
+            {"head_ablation": settings["head_ablation"]}
+            if wildcards.unit == "heads"
+            else {}
+        ),
+        **(
+            {"cross_in_sample": settings["cross_in_sample"]}
+            if wildcards.scope == "cross"
+            else {}
+        ),
+    }
+
+
+def damage_inputs(wildcards):
+    return {
+        "model": f"resources/models/{wildcards.model}",
+        "masks": f"{mask_stem(wildcards)}.safetensors",
+        "manifest": f"{mask_stem(wildcards)}.json",
+        "neutral": "results/prompts/neutral.parquet",
+    }
+
+
+def evaluate_inputs(wildcards):
+    """The model, the scope's masks, the domain's prompts and unpruned answers (reused for empty masks);
+    the neutral prompts where heads are mean-ablated (their means)."""
+    files = damage_inputs(wildcards) | {
+        "prompts": f"results/prompts/{wildcards.domain}.parquet",
+        "answers": f"results/{wildcards.model}/answers/base/{wildcards.domain}.parquet",
+    }
+    if evaluate_params(wildcards).get("head_ablation") != "mean":
+        del files["neutral"]
+    return files
+
+
+def condition_metrics_inputs(wildcards):
+    """Every evaluation, damage table and manifest of {model}, with the unpruned answers and prompt labels."""
+    sets = [
+        (unit, method, scope)
+        for unit, method in STUDY.score_sets
+        for scope in STUDY.config["masks"]["scopes"]
+    ]
+    stem = f"results/{wildcards.model}"
+    return {
+        "evaluated": [
+            f"{stem}/eval/{u}/{m}/{s}/{domain}.parquet"
+            for u, m, s in sets
+            for domain in STUDY.domains
+        ],
+        "damage": [f"{stem}/damage/{u}/{m}/{s}.parquet" for u, m, s in sets],
+        "manifests": [f"{stem}/masks/{u}/{m}/{s}.json" for u, m, s in sets],
+        "answers": expand(
+            f"{stem}/answers/base/{{domain}}.parquet", domain=STUDY.domains
+        ),
+        "prompts": expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -213,21 +213,42 @@ def build_masks(
     return tensors, manifest
 
 
-def load_masks(path, model=None) -> tuple[dict, dict[tuple[str, str], dict[str, torch.Tensor]]]:
-    """The manifest and {(condition, setting): {key: bool tensor}} of a mask file (checked against `model`)."""
-    from pathlib import Path
+class MaskFile(Mapping):
+    """{(condition, setting): {key: bool tensor}} of a mask file, unpacked on access (a weights file holds
+    a model-sized mask per condition: a job unpacks only the ones it applies)."""
 
-    from safetensors.torch import load_file
+    def __init__(self, path, manifest: dict):
+        from safetensors import safe_open
+
+        self._file = safe_open(str(path), framework="pt")
+        self._shapes = manifest["shapes"]
+        self._names: dict[tuple[str, str], list[str]] = {}
+        for name in self._file.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+            condition, setting, _ = name.split("|")
+            self._names.setdefault((condition, setting), []).append(name)
+
+    def __getitem__(self, item: tuple[str, str]) -> dict[str, torch.Tensor]:
+        return {
+            name.split("|")[2]: unpack(self._file.get_tensor(name), self._shapes[name.split("|")[2]])
+            for name in self._names[item]
+        }
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def load_masks(path, model=None) -> tuple[dict, MaskFile]:
+    """The manifest and the masks of a mask file (checked against `model`'s shapes when given)."""
+    from pathlib import Path
 
     path = Path(path)
     manifest = json.loads(path.with_suffix(".json").read_text())
     if model is not None:
         check_shapes(manifest, model, path.with_suffix(".json"))
-    masks: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for name, packed in load_file(path).items():
-        condition, setting, key = name.split("|")
-        masks.setdefault((condition, setting), {})[key] = unpack(packed, manifest["shapes"][key])
-    return manifest, masks
+    return manifest, MaskFile(path, manifest)
 
 
 def export_pruned(model_dir, mask_file, condition: str, setting: str, out, ablation: str = "zero") -> dict:

@@ -34,6 +34,25 @@ def _group_summary(frame: pd.DataFrame, suffix: str) -> dict:
     }
 
 
+def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], draws):
+    """Valid values of each group, the SMD and its bootstrap resamples (names drawn by `draws`)."""
+    per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
+    reference, focal = (np.concatenate(values) for values in per_name)
+    return reference, focal, smd(reference, focal), bootstrap_smd(*per_name, indices=draws)
+
+
+def _draws(names: dict, groups: Sequence[str], resamples: int, seed: int, domain: str):
+    """The name resamples of a domain: the same for every table of the study (so tables pair up)."""
+    reference, focal = groups
+    return bootstrap_indices(
+        len(names[reference]), len(names[focal]), resamples, seed + zlib.crc32(str(domain).encode())
+    )
+
+
+def _names(frame: pd.DataFrame, groups: Sequence[str]) -> dict[str, list[str]]:
+    return {group: list(dict.fromkeys(frame.loc[frame["race"] == group, "name"])) for group in groups}
+
+
 def bias_table(
     answers: pd.DataFrame,
     groups: Sequence[str],
@@ -51,20 +70,12 @@ def bias_table(
     reference, focal = groups
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
-        names = {group: list(dict.fromkeys(frame.loc[frame["race"] == group, "name"])) for group in groups}
-        draws = bootstrap_indices(
-            len(names[reference]), len(names[focal]), resamples, seed + zlib.crc32(str(domain).encode())
-        )
+        names = _names(frame, groups)
+        draws = _draws(names, groups, resamples, seed, domain)
         resampled = []
         for variation, part in frame.groupby("variation", sort=False):
             ref_part, focal_part = part[part["race"] == reference], part[part["race"] == focal]
-            ref_names, focal_names = (
-                _per_name(ref_part, names[reference]),
-                _per_name(focal_part, names[focal]),
-            )
-            ref_values, focal_values = np.concatenate(ref_names), np.concatenate(focal_names)
-            value = smd(ref_values, focal_values)
-            boots = bootstrap_smd(ref_names, focal_names, indices=draws)
+            ref_values, focal_values, value, boots = _variation_stats(part, names, groups, draws)
             resampled.append(boots)
             low, high = percentile_interval(boots, confidence)
             abs_low, abs_high = percentile_interval(np.abs(boots), confidence)
@@ -126,3 +137,94 @@ def bias_table(
     table.insert(3, "group_ref", reference)
     table.insert(4, "group_focal", focal)
     return table
+
+
+def _mean_abs(boots: list[np.ndarray]) -> np.ndarray:
+    with warnings.catch_warnings():  # resamples where no variation has an SMD stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.abs(np.stack(boots)), axis=0)
+
+
+def _reduction(pruned, base) -> np.ndarray:
+    """1 - |SMD_pruned| / |SMD_base| (elementwise; NaN where the base has no gap)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1 - np.abs(pruned) / np.abs(base)
+
+
+def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=(5, 95)) -> float:
+    """Share of pruned answers inside the unpruned answers' 5-95% percentile band."""
+    if len(pruned) == 0 or len(base) == 0:
+        return np.nan
+    low, high = np.percentile(base, band)
+    return float(((pruned >= low) & (pruned <= high)).mean())
+
+
+def comparison_table(
+    pruned: pd.DataFrame,
+    base: pd.DataFrame,
+    groups: Sequence[str],
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The bias of one domain's answers under a mask next to the unpruned answers of the same prompts.
+
+    One row per evaluated variation and one `domain` row (mean |SMD| over them). The relative reduction
+    1 - |SMD_pruned| / |SMD_base| gets its CI from resamples of names drawn identically for both (paired),
+    the draws bias_table uses, so the unpruned SMD here equals the baseline table's.
+    """
+    (domain,) = base["domain"].unique()
+    names = _names(base, groups)
+    draws = _draws(names, groups, resamples, seed, domain)
+    rows, boots, base_boots = [], [], []
+    for variation, part in pruned.groupby("variation", sort=False):
+        base_part = base[base["variation"] == variation]
+        ref_values, focal_values, value, resampled = _variation_stats(part, names, groups, draws)
+        *_, base_value, base_resampled = _variation_stats(base_part, names, groups, draws)
+        boots.append(resampled)
+        base_boots.append(base_resampled)
+        valid, base_valid = part.loc[part["valid"], "value"], base_part.loc[base_part["valid"], "value"]
+        smd_low, smd_high = percentile_interval(resampled, confidence)
+        reduction_low, reduction_high = percentile_interval(_reduction(resampled, base_resampled), confidence)
+        rows.append(
+            {
+                "domain": domain,
+                "variation": variation,
+                "level": "variation",
+                "n_answers": len(part),
+                "smd": value,
+                "smd_low": smd_low,
+                "smd_high": smd_high,
+                "abs_smd": abs(value),
+                "base_smd": base_value,
+                "base_abs_smd": abs(base_value),
+                "reduction": float(_reduction(value, base_value)),
+                "reduction_low": reduction_low,
+                "reduction_high": reduction_high,
+                "mwu_p": mann_whitney_p(ref_values, focal_values),
+                "invalid_rate": float((~part["valid"]).mean()),
+                "base_invalid_rate": float((~base_part["valid"]).mean()),
+                "inlier_ratio": inlier_ratio(valid.to_numpy(float), base_valid.to_numpy(float)),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    with warnings.catch_warnings():  # no variation with an SMD: NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        abs_smd, base_abs = np.nanmean(frame["abs_smd"]), np.nanmean(frame["base_abs_smd"])
+    low, high = percentile_interval(_reduction(_mean_abs(boots), _mean_abs(base_boots)), confidence)
+    evaluated = base[base["variation"].isin(frame["variation"])]
+    summary = {
+        "domain": domain,
+        "variation": None,
+        "level": "domain",
+        "n_answers": len(pruned),
+        "abs_smd": abs_smd,
+        "base_abs_smd": base_abs,
+        "reduction": float(_reduction(abs_smd, base_abs)),
+        "reduction_low": low,
+        "reduction_high": high,
+        "invalid_rate": float((~pruned["valid"]).mean()),
+        "base_invalid_rate": float((~evaluated["valid"]).mean()),
+        "inlier_ratio": float(np.average(frame["inlier_ratio"], weights=frame["n_answers"])),
+    }
+    return pd.concat([frame, pd.DataFrame([summary])], ignore_index=True)

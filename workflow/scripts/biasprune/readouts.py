@@ -35,6 +35,38 @@ def encode_left_padded(tokenizer, texts: Sequence[str], device) -> dict[str, tor
     return pad_left(encoded, tokenizer.pad_token_id, device)
 
 
+def encode_shared_prefix(tokenizer, texts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Chat texts as their common leading tokens (`prefix_ids`, run once for the batch) and the rest,
+    padded between the two: row = prefix + pads + own tokens. `attention_mask` spans prefix and rest,
+    `position_ids` the rest. Every row keeps at least one own token."""
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    shared = 0
+    for column in zip(*encoded, strict=False):
+        if len(set(column)) > 1:
+            break
+        shared += 1
+    shared = min(shared, min(map(len, encoded)) - 1)
+    rest = pad_left([ids[shared:] for ids in encoded], tokenizer.pad_token_id, device)
+    prefix_mask = torch.ones((len(texts), shared), dtype=torch.long, device=device)
+    return {
+        "prefix_ids": torch.tensor([encoded[0][:shared]], device=device),
+        "input_ids": rest["input_ids"],
+        "attention_mask": torch.cat([prefix_mask, rest["attention_mask"]], dim=1),
+        "position_ids": rest["position_ids"] + shared,
+    }
+
+
+def _prefill(model, batch: dict[str, torch.Tensor], **kwargs):
+    """Forward of a batch, through its shared prefix first when it has one (see encode_shared_prefix)."""
+    batch = dict(batch)
+    prefix = batch.pop("prefix_ids", None)
+    if prefix is not None and prefix.shape[1]:
+        cache = model(input_ids=prefix, use_cache=True).cache
+        cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+        batch["cache"] = cache
+    return model(**batch, **kwargs)
+
+
 def split_prefix(prefix: str) -> tuple[str, str]:
     """Trailing whitespace of a prefix belongs to the answer's first token ("Answer:" + " 12"), not the prompt."""
     stripped = prefix.rstrip()
@@ -250,7 +282,7 @@ def grid_log_probs(
     device = batch["input_ids"].device
     trie = candidates.tensors(device)
     n_prompts, n_nodes = batch["input_ids"].shape[0], len(candidates.node_token)
-    out = model(**batch, use_cache=True, logits_to_keep=1)
+    out = _prefill(model, batch, use_cache=True, logits_to_keep=1)
     first = _at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (prompts, vocab)
     visible = torch.cat(
         [
@@ -343,7 +375,7 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
         chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
         if mode == "expected":
             with torch.inference_mode():
-                batch = encode_left_padded(tokenizer, chats, model.device)
+                batch = encode_shared_prefix(tokenizer, chats, model.device)
                 log_probs = grid_log_probs(model, batch, candidates, len(answer.grid))
                 values, entropy = expected_answer(log_probs, answer.grid)
             for row, value, spread, probs in zip(

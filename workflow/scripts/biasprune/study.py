@@ -211,9 +211,12 @@ class Study:
             name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())
         }
 
-    def mask_parameters(self, unit: str) -> dict:
-        """The `masks` settings one unit's masks read (its own section and the number of random seeds)."""
-        return {**self.config["masks"][unit], "random_seeds": self.config["masks"]["random_seeds"]}
+    def mask_parameters(self, unit: str, scope: str) -> dict:
+        """The `masks` settings one unit's masks of one scope read: its own section and the random controls
+        (none at scopes outside `random_scopes`)."""
+        masks = self.config["masks"]
+        seeds = masks["random_seeds"] if scope in masks["random_scopes"] else 0
+        return {**masks[unit], "random_seeds": seeds}
 
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""

@@ -1,0 +1,62 @@
+rule evaluate:
+    """One domain's prompts read under every mask of one scope evaluated there (and its random controls)."""
+    input:
+        unpack(evaluate_inputs),
+    output:
+        answers="results/{model}/eval/{unit}/{method}/{scope}/{domain}.parquet",
+    log:
+        "logs/evaluate/{model}/{unit}/{method}/{scope}/{domain}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{unit}/{method}/{scope}/{domain}.tsv"
+    conda:
+        "../envs/model.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        model=model_runtime,
+        readout=readout_params,
+        answer=answer_spec,
+        evaluate=evaluate_params,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule damage:
+    """Collateral damage of every mask of one scope: KL(base || pruned) on the name-free neutral prompts."""
+    input:
+        unpack(damage_inputs),
+    output:
+        table="results/{model}/damage/{unit}/{method}/{scope}.parquet",
+    log:
+        "logs/damage/{model}/{unit}/{method}/{scope}.log",
+    benchmark:
+        "benchmarks/damage/{model}/{unit}/{method}/{scope}.tsv"
+    conda:
+        "../envs/model.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        model=model_runtime,
+        evaluate=evaluate_params,
+    script:
+        "../scripts/damage.py"
+
+
+rule condition_metrics:
+    """Every condition's bias, reduction, damage and random controls; the selection x evaluation transfer matrix."""
+    input:
+        unpack(condition_metrics_inputs),
+    output:
+        conditions="results/{model}/metrics/conditions.parquet",
+        transfer="results/{model}/metrics/transfer.parquet",
+    log:
+        "logs/condition_metrics/{model}.log",
+    benchmark:
+        "benchmarks/condition_metrics/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    params:
+        groups=STUDY.groups,
+        metrics=STUDY.config["metrics"],
+    script:
+        "../scripts/condition_metrics.py"

@@ -1,0 +1,162 @@
+"""The study's result tables: every condition's bias against the unpruned model, and the transfer matrix.
+
+`conditions` (tidy): one row per (unit, method, scope, condition, setting, control, seed, evaluated domain,
+variation) and one per evaluated domain (`level` = domain), with SMD and CI, relative reduction and its
+paired CI, Mann-Whitney p, invalid rate, inlier ratio, KL damage on the neutral prompts, the number and share
+of pruned components; rows of the condition's own mask (control = pruned) carry the mean and SD over seeds
+of their random controls' figures (random_*). Conditions of scope `variation` and `loo` are also pooled per
+domain (`{d}/*`: each variation under its own mask; `{d}/-*`: each variation under the mask of the
+others), the within-context rows of the transfer matrix.
+
+`transfer`: the domain-level rows of control = pruned with the selection (rows of the matrix: a domain's
+variation masks, its leave-one-out masks, a domain's common mask, the pool of all other domains) against
+the evaluated domain (columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import PRUNED, condition_domain
+from .metrics import comparison_table
+
+KEYS = ["unit", "method", "scope", "condition", "setting"]
+RANDOM_FIGURES = ["abs_smd", "reduction", "invalid_rate", "inlier_ratio", "kl"]
+
+
+def total_components(manifest: dict) -> int:
+    """Every component a mask of this unit could remove (all entries, units or heads of the model)."""
+    return int(sum(np.prod(shape) for shape in manifest["shapes"].values()))
+
+
+def _pooled(frame: pd.DataFrame, scope: str, domain: str) -> pd.DataFrame:
+    """Variation and leave-one-out conditions of a domain as one condition: each variation under its mask."""
+    pooled = frame.copy()
+    pooled["condition"] = f"{domain}/*" if scope == "variation" else f"{domain}/-*"
+    return pooled
+
+
+def evaluated_table(
+    evaluated: pd.DataFrame, base: pd.DataFrame, groups: Sequence[str], metrics: dict
+) -> pd.DataFrame:
+    """Comparison rows of one evaluate output (one unit, method, scope and evaluated domain).
+
+    `evaluated` and `base` carry the prompt labels (domain, variation, name, race)."""
+    scope, domain = evaluated["scope"].iloc[0], base["domain"].iloc[0]
+    frames = [evaluated]
+    if scope in ("variation", "loo"):
+        frames.append(_pooled(evaluated, scope, domain))
+    rows = []
+    by = [*KEYS, "control", "seed", "in_sample"]
+    for frame in frames:
+        for key, part in frame.groupby(by, sort=False):
+            table = comparison_table(
+                part,
+                base[base["variation"].isin(part["variation"].unique())],
+                groups,
+                metrics["bootstrap"],
+                metrics["confidence"],
+                metrics["seed"],
+            )
+            table["n_pruned"] = part.groupby("condition")["n_pruned"].first().mean()
+            rows.append(table.assign(**dict(zip(by, key, strict=True))))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _pooled_damage(damage: pd.DataFrame) -> pd.DataFrame:
+    """KL of a pooled within-domain condition: the mean over the masks it pools."""
+    within = damage[damage["scope"].isin(["variation", "loo"])].copy()
+    within["condition"] = [
+        f"{condition_domain(c)}/{'*' if s == 'variation' else '-*'}"
+        for s, c in zip(within["scope"], within["condition"], strict=True)
+    ]
+    return within.groupby([*KEYS, "control", "seed"], as_index=False)["kl"].mean()
+
+
+def _with_random_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Attach to each mask's rows the mean and SD over seeds of its random controls."""
+    where = [*KEYS, "domain", "variation", "level"]
+    random = table[table["control"] != PRUNED]
+    summary = random.groupby(where, dropna=False)[RANDOM_FIGURES].agg(["mean", "std"])
+    summary.columns = [f"random_{figure}_{stat}" for figure, stat in summary.columns]
+    summary["n_random"] = random.groupby(where, dropna=False).size()
+    return table.merge(summary.reset_index(), on=where, how="left")
+
+
+def condition_tables(
+    evaluated: Sequence[pd.DataFrame],
+    damage: pd.DataFrame,
+    manifests: Sequence[dict],
+    base: pd.DataFrame,
+    groups: Sequence[str],
+    metrics: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(conditions, transfer) from every evaluate output (each labelled with unit, method, scope and the
+    prompt labels), every damage table (labelled likewise) and the unpruned answers of every domain."""
+    parts = [
+        evaluated_table(frame, base[base["domain"] == frame["domain"].iloc[0]], groups, metrics)
+        for frame in evaluated
+        if len(frame)
+    ]
+    table = pd.concat(parts, ignore_index=True)
+    totals = pd.DataFrame(
+        [
+            {"unit": m["unit"], "method": m["method"], "scope": m["scope"], "total": total_components(m)}
+            for m in manifests
+        ]
+    )
+    table = table.merge(totals, on=["unit", "method", "scope"], how="left")
+    table["share_pruned"] = table["n_pruned"] / table["total"]
+    table["vacuous"] = table["n_pruned"] == 0
+    damage = pd.concat([damage, _pooled_damage(damage)], ignore_index=True)
+    table = table.merge(
+        damage[[*KEYS, "control", "seed", "kl"]], on=[*KEYS, "control", "seed"], how="left"
+    ).drop(columns="total")
+    table = _with_random_summary(table)
+    first = [*KEYS, "control", "seed", "domain", "variation", "level", "in_sample", "vacuous"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    return table, transfer_table(table)
+
+
+def selection_label(scope: str, condition: str) -> str:
+    return {"variation": "variation masks", "loo": "leave-one-out masks"}.get(scope, condition)
+
+
+def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
+    """The (selection x evaluated domain) matrix per unit, method and setting, tidy: domain-level rows of
+    each mask (pooled within-domain conditions, each domain's common mask, the pool of the others)."""
+    rows = conditions[
+        (conditions["control"] == PRUNED)
+        & (conditions["level"] == "domain")
+        & (conditions["scope"].isin(["domain", "cross"]) | conditions["condition"].str.endswith("*"))
+    ].copy()
+    rows["selection"] = [
+        f"{c.split('/')[0]} ({selection_label(s, c)})" if s in ("variation", "loo") else c
+        for s, c in zip(rows["scope"], rows["condition"], strict=True)
+    ]
+    columns = [
+        "unit",
+        "method",
+        "setting",
+        "scope",
+        "selection",
+        "domain",
+        "in_sample",
+        "vacuous",
+        "n_pruned",
+        "share_pruned",
+        "abs_smd",
+        "base_abs_smd",
+        "reduction",
+        "reduction_low",
+        "reduction_high",
+        "random_reduction_mean",
+        "random_reduction_std",
+        "kl",
+        "random_kl_mean",
+        "invalid_rate",
+    ]
+    return rows[columns].rename(columns={"domain": "evaluated"}).reset_index(drop=True)

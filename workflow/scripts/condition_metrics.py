@@ -1,0 +1,46 @@
+"""Rule `condition_metrics`: every condition against the unpruned model, and the transfer matrix."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from biasprune.conditions import condition_tables
+from biasprune.io import write_parquet
+from biasprune.logs import log_to
+
+LABELS = ["prompt_id", "domain", "variation", "name", "race"]
+
+
+def labelled(path, labels):
+    return pd.read_parquet(path).merge(labels, on="prompt_id", validate="many_to_one")
+
+
+def parts(path, depth):
+    """unit, method, scope of results/{model}/{eval|damage}/{unit}/{method}/{scope}[/{domain}].parquet"""
+    return dict(zip(("unit", "method", "scope"), Path(path).with_suffix("").parts[-depth:][:3], strict=True))
+
+
+with log_to(snakemake.log[0]):
+    labels = pd.concat([pd.read_parquet(path, columns=LABELS) for path in snakemake.input.prompts])
+    base = pd.concat([labelled(path, labels) for path in snakemake.input.answers], ignore_index=True)
+    evaluated = [labelled(path, labels).assign(**parts(path, 4)) for path in snakemake.input.evaluated]
+    damage = pd.concat(
+        [pd.read_parquet(path).assign(**parts(path, 3)) for path in snakemake.input.damage], ignore_index=True
+    )
+    manifests = [json.loads(Path(path).read_text()) for path in snakemake.input.manifests]
+    conditions, transfer = condition_tables(
+        evaluated, damage, manifests, base, snakemake.params.groups, snakemake.params.metrics
+    )
+    conditions.insert(0, "model", snakemake.wildcards.model)
+    transfer.insert(0, "model", snakemake.wildcards.model)
+    provenance = {"metrics": snakemake.params.metrics}
+    for table, path in ((conditions, snakemake.output.conditions), (transfer, snakemake.output.transfer)):
+        write_parquet(pa.Table.from_pandas(table, preserve_index=False), path, provenance)
+    with pd.option_context("display.width", 220, "display.max_columns", 14, "display.max_rows", 200):
+        print(
+            transfer[
+                ["unit", "method", "setting", "selection", "evaluated", "reduction", "random_reduction_mean"]
+            ]
+        )
