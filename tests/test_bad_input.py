@@ -180,3 +180,12 @@ def test_grid_range_without_two_round_numbers(workdir):
 def test_mask_settings_out_of_range(workdir, masks, expected):
     edit_yaml(workdir / "config/config.yaml", lambda c: c.update(masks=masks))
     run_fails_with(workdir, expected)
+
+
+def test_no_head_setting_at_all(workdir):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(masks={"heads": {"share": []}}))
+    run_fails_with(
+        workdir,
+        "config/config.yaml: masks.heads: expected at least one setting in share or k, "
+        "got {'share': [], 'k': [], 'statistic': 'sum'}",
+    )

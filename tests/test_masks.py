@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from biasprune.errors import ConfigError
-from biasprune.masks import build_masks, load_masks, pack, scope_conditions, unpack
+from biasprune.masks import build_masks, load_masks, pack, scope_conditions, select_units, settings, unpack
 
 GROUPS = ("White", "Black")
 
@@ -164,3 +164,14 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(ti
             assert torch.equal(unpack(tensors[f"d|{setting}|{key}"], weight.shape), expected), key
             assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
     assert manifest["conditions"]["d"]["selection"] == {"d": ["a", "b"]}
+
+
+def test_top_k_heads_and_a_k_larger_than_the_model_has():
+    ranking = {"0": torch.tensor([0.1, 0.9, 0.3]), "1": torch.tensor([0.8, 0.2, 0.7])}
+    chosen = select_units(ranking, "heads", "k=3")
+    assert chosen["0"].tolist() == [False, True, False] and chosen["1"].tolist() == [True, False, True]
+    assert settings("heads", {"share": [0.039], "k": [40]}) == ["share=0.039", "k=40"]
+    with pytest.raises(
+        ConfigError, match=r"^config: masks.heads.k: expected at most 6 \(the model's query heads\), got 7$"
+    ):
+        select_units(ranking, "heads", "k=7")

@@ -33,9 +33,9 @@ def settings(unit: str, parameters: dict) -> list[str]:
     """Names of the masks each condition holds, e.g. 'tau=0.15,0.15;select=focal' or 'fraction=0.01'."""
     if unit == "weights":
         return [f"tau={a},{b};select={d}" for a, b in parameters["tau"] for d in parameters["select"]]
-    if unit == "neurons":
-        return [f"fraction={value}" for value in parameters["fraction"]]
-    return [f"share={value}" for value in parameters["share"]]
+    shares = parameters["fraction" if unit == "neurons" else "share"]
+    name = "fraction" if unit == "neurons" else "share"
+    return [f"{name}={value}" for value in shares] + [f"k={count}" for count in parameters.get("k", ())]
 
 
 def _parse(setting: str) -> dict[str, str]:
@@ -71,10 +71,20 @@ def unit_rankings(
     return values
 
 
+UNIT_NOUNS = {"neurons": "MLP units", "heads": "query heads"}
+
+
 def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> dict[str, torch.Tensor]:
+    """The top units of one setting: a share of all units (at least one) or a count `k`."""
     total = sum(x.numel() for x in ranking.values())
-    share = float(next(iter(_parse(setting).values())))
-    return top_k(ranking, max(1, round(share * total)))
+    ((name, value),) = _parse(setting).items()
+    if name == "k":
+        if int(value) > total:
+            raise ConfigError(
+                "config", f"masks.{unit}.k", f"at most {total} (the model's {UNIT_NOUNS[unit]})", int(value)
+            )
+        return top_k(ranking, int(value))
+    return top_k(ranking, max(1, round(float(value) * total)))
 
 
 def _norms(scores: pd.DataFrame) -> dict[tuple, torch.Tensor]:

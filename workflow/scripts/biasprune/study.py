@@ -230,6 +230,10 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
         if key not in config["model_registry"]:
             known = ", ".join(config["model_registry"])
             raise ConfigError(config_file, f"models[{index}]", f"a key of model_registry ({known})", key)
+    for unit, share in (("neurons", "fraction"), ("heads", "share")):
+        section = config["masks"][unit]
+        if not section[share] and not section["k"]:
+            raise ConfigError(config_file, f"masks.{unit}", f"at least one setting in {share} or k", section)
     groups = tuple(config["groups"])
     names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
     prompts_dir = root / config["prompts"]["dir"]
