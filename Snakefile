@@ -18,6 +18,9 @@ include: "workflow/rules/masks.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+ruleorder: greedy_scores > scores
+
+
 rule all:
     default_target: True
     input:

@@ -250,3 +250,44 @@ def test_name_positions_with_apostrophes_and_multi_token_names(request, fixture,
         assert tokenizer.decode([ids[p] for p in occurrence]).strip() == name
     if fixture == "llama3_style_tokenizer":
         assert tokenizer.decode(ids[:1]) == "<|begin_of_text|>"
+
+
+def test_greedy_head_order_equals_a_hand_loop_over_eager_attention(tiny, rows, answers):
+    """The authors' greedy selection, re-implemented with plain o_proj pre-hooks and output_attentions."""
+    from biasprune.greedy import greedy_order
+
+    model, tokenizer = tiny
+    adapter = ModelAdapter.of(model)
+    batch = sequences(tokenizer, rows, answers)
+    races = np.array([row["race"] for row in rows])
+    steps = 4
+    expected = []
+    for _ in range(steps):
+        handles = []
+        for layer in range(adapter.n_layers):
+            heads = [h for at, h in expected if at == layer]
+
+            def zero(module, args, heads=heads):
+                x = args[0].clone()
+                for head in heads:
+                    x[..., head * adapter.head_dim : (head + 1) * adapter.head_dim] = 0
+                return (x,)
+
+            handles.append(adapter.linear(layer, "o_proj").register_forward_pre_hook(zero))
+        mass = np.zeros((len(batch), adapter.n_layers, adapter.n_heads))
+        try:
+            for index, sequence in enumerate(batch):
+                with torch.no_grad():
+                    attentions = model(torch.tensor([sequence.ids]), output_attentions=True).attentions
+                for layer, pattern in enumerate(attentions):
+                    mass[index, layer] = pattern[0][:, sequence.answer][:, :, sequence.name].sum(-1).mean(-1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        score = mass[races == "White"].mean(0) + mass[races == "Black"].mean(0)
+        for layer, head in expected:
+            score[layer, head] = -np.inf
+        expected.append(tuple(int(i) for i in np.unravel_index(np.argmax(score), score.shape)))
+    order = greedy_order(model, tokenizer, batch, races, GROUPS, steps, batch_size=3)
+    assert order == expected
+    assert len(set(order)) == steps

@@ -1,6 +1,7 @@
 """The workflow as Snakemake sees it: both configs plan the whole chain, a new domain file is a new use
 case with no code change, and edits rerun only what they make stale."""
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
@@ -177,3 +178,23 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
         and counts["masks"] == 16
         and "answers" not in counts
     )
+
+
+def test_greedy_head_selection_runs_the_model_and_feeds_the_masks(workdir, tiny_llama_dir):
+    args = tiny_study(workdir, tiny_llama_dir)
+    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
+    config["scoring"] = {"weights": {"methods": []}, "neurons": {"methods": []}}
+    config["scoring"]["heads"] = {"methods": ["greedy_attention"]}
+    config["masks"] |= {"heads": {"share": [0.25], "k": [3]}}
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    target = "results/tiny/masks/heads/greedy_attention/variation.safetensors"
+    result = snakemake(workdir, "--cores", "2", target, *args)
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["greedy_scores"] == 2 and "scores" not in counts and "activations" not in counts
+    scores = pd.read_parquet(workdir / "results/tiny/scores/heads/greedy_attention/purchase.parquet")
+    ranks = np.concatenate(scores[scores["variation"] == "car"].sort_values("layer")["values"].to_list())
+    assert sorted(ranks[np.isfinite(ranks)]) == [1, 2, 3]  # 3 steps: the largest count asked for
+    _, masks = load_masks(workdir / target)
+    top2 = masks["purchase/car", "share=0.25"]  # 25% of 8 heads: the first two greedy picks
+    chosen = np.concatenate([top2[layer].numpy() for layer in ("0", "1")])
+    assert set(np.flatnonzero(chosen)) == set(np.flatnonzero(ranks >= 2))

@@ -42,3 +42,30 @@ rule scores:
         groups=STUDY.groups,
     script:
         "../scripts/scores.py"
+
+
+rule greedy_scores:
+    """The authors' greedy head order for one domain: one head per step, re-measured with the chosen ones zeroed."""
+    input:
+        model="resources/models/{model}",
+        prompts="results/prompts/{domain}.parquet",
+        answers="results/{model}/answers/base/{domain}.parquet",
+    output:
+        scores="results/{model}/scores/heads/greedy_attention/{domain}.parquet",
+    log:
+        "logs/scores/{model}/heads/greedy_attention/{domain}.log",
+    benchmark:
+        "benchmarks/scores/{model}/heads/greedy_attention/{domain}.tsv"
+    conda:
+        "../envs/model.yaml"
+    resources:
+        gpu=model_gpus,
+    params:
+        model=model_runtime,
+        heads=greedy_params,
+        groups=STUDY.groups,
+        answer=answer_spec,
+        sequence_prefix=sequence_prefix,
+        batch_size=STUDY.config["activations"]["batch_size"],
+    script:
+        "../scripts/greedy_scores.py"

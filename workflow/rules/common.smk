@@ -24,7 +24,7 @@ wildcard_constraints:
     domain="|".join(map(re.escape, STUDY.domains)),
     model="|".join(map(re.escape, STUDY.models)),
     unit="weights|neurons|heads",
-    method="wanda|activation|attribution|name_attention",
+    method="wanda|activation|attribution|name_attention|greedy_attention",
     scope="variation|loo|domain|cross",
 
 
@@ -105,6 +105,12 @@ def model_runtime(wildcards):
 def scoring_params(wildcards):
     """The parameters of {unit}/{method}: a change reruns those scores and nothing upstream."""
     return STUDY.scoring_parameters(wildcards.unit, wildcards.method)
+
+
+def greedy_params(wildcards):
+    """What the greedy order depends on: the head counts the masks ask for (its number of steps)."""
+    heads = STUDY.config["masks"]["heads"]
+    return {"share": heads["share"], "k": heads["k"]}
 
 
 def mask_inputs(wildcards):

@@ -64,6 +64,8 @@ def unit_rankings(
             v: {k: -x * float(np.sign(smd.get(v, np.nan))) for k, x in layers.items()}
             for v, layers in effects.items()
         }
+    if method == "greedy_attention":
+        return _vectors(scores, "greedy_rank")
     name = "diff" if method == "activation" else statistic
     values = _vectors(scores, name)
     if name == "diff":

@@ -74,7 +74,7 @@ def _group_means(ids, matrix, labels: pd.DataFrame, groups, reduce="mean"):
     return out
 
 
-def _rows(records) -> pa.Table:
+def score_rows(records) -> pa.Table:
     return pa.Table.from_pylist(
         [
             {
@@ -102,7 +102,7 @@ def wanda(cache, labels: pd.DataFrame, groups: Sequence[str]) -> pa.Table:
         for layer, (ids, matrix) in cache_matrices(cache, site, "sumsq").items():
             sums = _group_means(ids, matrix, labels, groups, reduce="sum")
             records += [(v, layer, site, g, "norm", np.sqrt(x)) for (v, g), x in sums.items()]
-    return _rows(records)
+    return score_rows(records)
 
 
 def _difference_rows(cache, labels, groups, site, reduction, group_statistic, extra):
@@ -122,7 +122,7 @@ def _difference_rows(cache, labels, groups, site, reduction, group_statistic, ex
                 (variation, layer, site, "", name, value)
                 for name, value in extra(variation, ref, foc).items()
             ]
-    return _rows(records)
+    return score_rows(records)
 
 
 def neuron_activation(cache, labels, groups, position: str = "answer") -> pa.Table:
