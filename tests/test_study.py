@@ -14,20 +14,24 @@ def study(name):
     return load_study(config, f"config/{name}", ROOT)
 
 
-def test_default_config_is_the_papers_four_contexts_with_all_variations_and_64_names():
+def test_default_config_is_the_papers_four_contexts_sized_for_two_cores_and_the_full_design_one_switch_away():
     spec = study("config.yaml")
     assert spec.groups == ("White", "Black")
     assert {key: len(values) for key, values in spec.variations.items()} == {
-        "purchase": 10,
+        "purchase": 3,
         "activities": 3,
         "services": 3,
         "finance": 3,
     }
     assert Counter((row["race"], row["gender"]) for row in spec.names) == {
-        ("White", "female"): 16,
-        ("White", "male"): 16,
-        ("Black", "female"): 16,
-        ("Black", "male"): 16,
+        (race, gender): 8 for race in ("White", "Black") for gender in ("female", "male")
+    }
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["variations"], config["names"]["include"] = {}, []
+    full = load_study(config, "config/config.yaml", ROOT)
+    assert len(full.variations["purchase"]) == 10 and len(full.names) == 64
+    assert Counter((row["race"], row["gender"]) for row in full.names) == {
+        (race, gender): 16 for race in ("White", "Black") for gender in ("female", "male")
     }
     assert spec.models == ["smollm2-135m-instruct"]
     assert spec.config["prompts"]["answer_suffix"].startswith("Reply only with the number despite")

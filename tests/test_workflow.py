@@ -62,7 +62,7 @@ def test_ninth_domain_file_needs_no_code_change(workdir):
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "--cores", "1", "results/prompts/housing.parquet")
     table = pq.read_table(workdir / "results/prompts/housing.parquet").to_pylist()
-    assert len(table) == 3 * 64
+    assert len(table) == 3 * 32  # the default study's 32 names
     assert table[0]["text"].startswith("I am renting out a studio to Katelyn. What monthly rent")
     assert table[0]["text"].endswith("provide your best guess.")  # the config's answer suffix
     assert len({row["prompt_id"] for row in table}) == len(table)
@@ -152,7 +152,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
     # A neuron-scoring parameter: the neuron activation scores (and what follows) rerun, no cache, no answers.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
-    config["scoring"] = {"neurons": {"position": "name"}}
+    config["scoring"]["neurons"]["position"] = "name"
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", *args)
     counts = job_counts(result.stdout)
