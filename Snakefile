@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/models.smk"
@@ -16,6 +19,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 ruleorder: greedy_scores > scores

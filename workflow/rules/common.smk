@@ -48,6 +48,8 @@ def get_final_output():
             for scope in STUDY.config["masks"]["scopes"]
         ],
         *expand("results/{model}/metrics/conditions.parquet", model=STUDY.models),
+        *expand("reports/{model}/tables/findings.csv", model=STUDY.models),
+        *expand("reports/{model}/appendix.html", model=STUDY.models),
     ]
 
 
@@ -208,4 +210,75 @@ def condition_metrics_inputs(wildcards):
             f"{stem}/answers/base/{{domain}}.parquet", domain=STUDY.domains
         ),
         "prompts": expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
+    }
+
+
+# The appendix's figures, in order.
+FIGURES = [
+    "baseline",
+    "before_after",
+    "transfer",
+    "units",
+    "tradeoff",
+    "components",
+    "overlap",
+]
+
+
+def placement_scope() -> str:
+    """The scope whose masks show where components sit: each domain's common mask where configured."""
+    scopes = STUDY.config["masks"]["scopes"]
+    return "domain" if "domain" in scopes else scopes[0]
+
+
+def domain_mask_files(wildcards):
+    return [
+        f"results/{wildcards.model}/masks/{unit}/{method}/{placement_scope()}.safetensors"
+        for unit, method in STUDY.score_sets
+    ]
+
+
+def domain_manifests(wildcards):
+    return [
+        path.replace(".safetensors", ".json") for path in domain_mask_files(wildcards)
+    ]
+
+
+def appendix_inputs(wildcards):
+    stem = f"results/{wildcards.model}"
+    return {
+        "figures": expand(
+            f"reports/{wildcards.model}/figures/{{name}}.png", name=FIGURES
+        ),
+        "baseline": f"{stem}/metrics/baseline.parquet",
+        "conditions": f"{stem}/metrics/conditions.parquet",
+        "transfer": f"{stem}/metrics/transfer.parquet",
+        "findings": f"{stem}/metrics/findings.parquet",
+        "model_check": f"{stem}/model_check.json",
+        "model": f"resources/models/{wildcards.model}",
+        "prompts": expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
+    }
+
+
+def appendix_config(wildcards):
+    """What the appendix reports of the configuration this run used (a change re-renders it)."""
+    keys = (
+        "groups",
+        "names",
+        "domains",
+        "variations",
+        "metrics",
+        "activations",
+        "scoring",
+        "masks",
+        "evaluate",
+    )
+    return {
+        "model": wildcards.model,
+        "readout": STUDY.readout(wildcards.model),
+        "names": list(STUDY.names),
+        "prefixes": {
+            key: domain.answer.prefix for key, domain in STUDY.domains.items()
+        },
+        **{key: STUDY.config[key] for key in keys},
     }

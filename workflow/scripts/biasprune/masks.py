@@ -33,7 +33,7 @@ def settings(unit: str, parameters: dict) -> list[str]:
     """Names of the masks each condition holds, e.g. 'tau=0.15,0.15;select=focal' or 'fraction=0.01'."""
     if unit == "weights":
         return [f"tau={a},{b};select={d}" for a, b in parameters["tau"] for d in parameters["select"]]
-    shares = parameters["fraction" if unit == "neurons" else "share"]
+    shares = parameters.get("fraction" if unit == "neurons" else "share", ())
     name = "fraction" if unit == "neurons" else "share"
     return [f"{name}={value}" for value in shares] + [f"k={count}" for count in parameters.get("k", ())]
 

@@ -196,6 +196,13 @@ def comparison_table(
                 "smd_low": smd_low,
                 "smd_high": smd_high,
                 "abs_smd": abs(value),
+                **dict(
+                    zip(
+                        ("abs_smd_low", "abs_smd_high"),
+                        percentile_interval(np.abs(resampled), confidence),
+                        strict=True,
+                    )
+                ),
                 "base_smd": base_value,
                 "base_abs_smd": abs(base_value),
                 "reduction": float(_reduction(value, base_value)),
@@ -212,6 +219,7 @@ def comparison_table(
         warnings.simplefilter("ignore", RuntimeWarning)
         abs_smd, base_abs = np.nanmean(frame["abs_smd"]), np.nanmean(frame["base_abs_smd"])
     low, high = percentile_interval(_reduction(_mean_abs(boots), _mean_abs(base_boots)), confidence)
+    abs_low, abs_high = percentile_interval(_mean_abs(boots), confidence)
     evaluated = base[base["variation"].isin(frame["variation"])]
     summary = {
         "domain": domain,
@@ -219,6 +227,8 @@ def comparison_table(
         "level": "domain",
         "n_answers": len(pruned),
         "abs_smd": abs_smd,
+        "abs_smd_low": abs_low,
+        "abs_smd_high": abs_high,
         "base_abs_smd": base_abs,
         "reduction": float(_reduction(abs_smd, base_abs)),
         "reduction_low": low,

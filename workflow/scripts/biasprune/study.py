@@ -216,7 +216,9 @@ class Study:
         (none at scopes outside `random_scopes`)."""
         masks = self.config["masks"]
         seeds = masks["random_seeds"] if scope in masks["random_scopes"] else 0
-        return {**masks[unit], "random_seeds": seeds}
+        # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
+        section = {key: value for key, value in masks[unit].items() if value != []}
+        return {**section, "random_seeds": seeds}
 
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""

@@ -1,0 +1,241 @@
+rule figure_baseline:
+    """Figure: baseline bias."""
+    input:
+        table="results/{model}/metrics/baseline.parquet",
+    output:
+        png=report(
+            "reports/{model}/figures/baseline.png",
+            caption="../report/baseline.rst",
+            category="Baseline",
+            subcategory="Baseline bias",
+            labels={"figure": "baseline", "format": "png"},
+        ),
+        svg="reports/{model}/figures/baseline.svg",
+    log:
+        "logs/figure_baseline/{model}.log",
+    benchmark:
+        "benchmarks/figure_baseline/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_before_after:
+    """Figure: before and after pruning."""
+    input:
+        table="results/{model}/metrics/conditions.parquet",
+    output:
+        png=report(
+            "reports/{model}/figures/before_after.png",
+            caption="../report/before_after.rst",
+            category="Pruning",
+            subcategory="Before and after pruning",
+            labels={"figure": "before_after", "format": "png"},
+        ),
+        svg="reports/{model}/figures/before_after.svg",
+    log:
+        "logs/figure_before_after/{model}.log",
+    benchmark:
+        "benchmarks/figure_before_after/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_transfer:
+    """Figure: transfer matrix."""
+    input:
+        table="results/{model}/metrics/transfer.parquet",
+    output:
+        png=report(
+            "reports/{model}/figures/transfer.png",
+            caption="../report/transfer.rst",
+            category="Pruning",
+            subcategory="Transfer matrix",
+            labels={"figure": "transfer", "format": "png"},
+        ),
+        svg="reports/{model}/figures/transfer.svg",
+    log:
+        "logs/figure_transfer/{model}.log",
+    benchmark:
+        "benchmarks/figure_transfer/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_tradeoff:
+    """Figure: bias against damage."""
+    input:
+        table="results/{model}/metrics/conditions.parquet",
+    output:
+        png=report(
+            "reports/{model}/figures/tradeoff.png",
+            caption="../report/tradeoff.rst",
+            category="Pruning",
+            subcategory="Bias against damage",
+            labels={"figure": "tradeoff", "format": "png"},
+        ),
+        svg="reports/{model}/figures/tradeoff.svg",
+    log:
+        "logs/figure_tradeoff/{model}.log",
+    benchmark:
+        "benchmarks/figure_tradeoff/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_components:
+    """Figure: where the components sit."""
+    input:
+        masks=domain_mask_files,
+        manifests=domain_manifests,
+    output:
+        png=report(
+            "reports/{model}/figures/components.png",
+            caption="../report/components.rst",
+            category="Components",
+            subcategory="Where the components sit",
+            labels={"figure": "components", "format": "png"},
+        ),
+        svg="reports/{model}/figures/components.svg",
+    log:
+        "logs/figure_components/{model}.log",
+    benchmark:
+        "benchmarks/figure_components/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_overlap:
+    """Figure: overlap across domains."""
+    input:
+        masks=domain_mask_files,
+        manifests=domain_manifests,
+    output:
+        png=report(
+            "reports/{model}/figures/overlap.png",
+            caption="../report/overlap.rst",
+            category="Components",
+            subcategory="Overlap across domains",
+            labels={"figure": "overlap", "format": "png"},
+        ),
+        svg="reports/{model}/figures/overlap.svg",
+    log:
+        "logs/figure_overlap/{model}.log",
+    benchmark:
+        "benchmarks/figure_overlap/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_units:
+    """Figure: neurons and weights against heads."""
+    input:
+        table="results/{model}/metrics/conditions.parquet",
+    output:
+        png=report(
+            "reports/{model}/figures/units.png",
+            caption="../report/units.rst",
+            category="Pruning",
+            subcategory="Neurons and weights against heads",
+            labels={"figure": "units", "format": "png"},
+        ),
+        svg="reports/{model}/figures/units.svg",
+    log:
+        "logs/figure_units/{model}.log",
+    benchmark:
+        "benchmarks/figure_units/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule findings:
+    """The study's claims checked on this run's tables (verdicts and the numbers behind them)."""
+    input:
+        conditions="results/{model}/metrics/conditions.parquet",
+    output:
+        table="results/{model}/metrics/findings.parquet",
+    log:
+        "logs/findings/{model}.log",
+    benchmark:
+        "benchmarks/findings/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/findings.py"
+
+
+rule tables:
+    """The metric tables as CSV for the paper's authors."""
+    input:
+        baseline="results/{model}/metrics/baseline.parquet",
+        conditions="results/{model}/metrics/conditions.parquet",
+        transfer="results/{model}/metrics/transfer.parquet",
+        findings="results/{model}/metrics/findings.parquet",
+    output:
+        baseline=report(
+            "reports/{model}/tables/baseline.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "baseline"},
+        ),
+        conditions=report(
+            "reports/{model}/tables/conditions.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "conditions"},
+        ),
+        transfer=report(
+            "reports/{model}/tables/transfer.csv",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "transfer"},
+        ),
+        findings=report(
+            "reports/{model}/tables/findings.csv",
+            caption="../report/findings.rst",
+            category="Tables",
+            labels={"table": "findings"},
+        ),
+    log:
+        "logs/tables/{model}.log",
+    conda:
+        "../envs/tables.yaml"
+    script:
+        "../scripts/tables.py"
+
+
+rule appendix:
+    """The standalone HTML appendix: setup, figures, tables, findings, limitations, provenance."""
+    input:
+        unpack(appendix_inputs),
+    output:
+        html=report(
+            "reports/{model}/appendix.html",
+            caption="../report/appendix.rst",
+            category="Appendix",
+            labels={"document": "appendix"},
+        ),
+    log:
+        "logs/appendix/{model}.log",
+    benchmark:
+        "benchmarks/appendix/{model}.tsv"
+    conda:
+        "../envs/tables.yaml"
+    params:
+        config=appendix_config,
+        figures=FIGURES,
+    script:
+        "../scripts/appendix.py"

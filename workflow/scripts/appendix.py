@@ -1,0 +1,147 @@
+"""Rule `appendix`: the standalone HTML appendix of one model's run."""
+
+import json
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from biasprune.appendix import THRESHOLDS, caption, embed, findings_rows, html_table, render
+from biasprune.io import atomic_path, sha256_file
+from biasprune.logs import log_to
+from biasprune.masks import config_hash
+
+REPORT = Path(snakemake.scriptdir).parent / "report"
+
+with log_to(snakemake.log[0]):
+    config = snakemake.params.config
+    check = json.loads(Path(snakemake.input.model_check).read_text())
+    source = json.loads((Path(snakemake.input.model) / "biasprune-source.json").read_text())
+    examples = []
+    for path in snakemake.input.prompts:
+        table = pq.read_table(path).to_pylist()
+        domain = table[0]["domain"]
+        examples.append(
+            {
+                "domain": domain,
+                "variations": list(dict.fromkeys(row["variation"] for row in table)),
+                "text": table[0]["text"],
+                "prefix": config["prefixes"][domain],
+            }
+        )
+    figures = []
+    for name, png in zip(snakemake.params.figures, snakemake.input.figures, strict=True):
+        title, text = caption(REPORT / f"{name}.rst")
+        figures.append({"name": name, "title": title, "caption": text, "data": embed(png)})
+    baseline = pd.read_parquet(snakemake.input.baseline)
+    transfer = pd.read_parquet(snakemake.input.transfer)
+    conditions = pd.read_parquet(snakemake.input.conditions)
+    tables = [
+        html_table(
+            "baseline",
+            "Baseline bias",
+            "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates.",
+            baseline,
+            [
+                "domain",
+                "variation",
+                "level",
+                "mean_ref",
+                "mean_focal",
+                "smd",
+                "smd_low",
+                "smd_high",
+                "abs_smd",
+                "mwu_p",
+                "invalid_rate_ref",
+                "invalid_rate_focal",
+            ],
+        ),
+        html_table(
+            "transfer",
+            "Transfer matrix",
+            "Relative reduction of |SMD| per selection and evaluated domain, with its paired 95% CI and the random controls' mean.",
+            transfer,
+            [
+                "unit",
+                "method",
+                "setting",
+                "selection",
+                "evaluated",
+                "in_sample",
+                "vacuous",
+                "n_pruned",
+                "share_pruned",
+                "base_abs_smd",
+                "abs_smd",
+                "reduction",
+                "reduction_low",
+                "reduction_high",
+                "random_reduction_mean",
+                "kl",
+                "invalid_rate",
+            ],
+        ),
+    ]
+    provenance = {
+        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "config_hash": config_hash(config),
+        "model_source": json.dumps(
+            {
+                k: v
+                for k, v in source.items()
+                if "sha" in k or k in ("source", "repo", "revision", "package", "version")
+            },
+            sort_keys=True,
+        ),
+        **{f"prompts/{Path(p).name}": sha256_file(p) for p in snakemake.input.prompts},
+        **{
+            f"version/{name}": version(name)
+            for name in ("torch", "transformers", "snakemake", "pandas", "seaborn", "numpy")
+        },
+    }
+    vacuous = int(
+        (
+            conditions["vacuous"] & (conditions["control"] == "pruned") & (conditions["level"] == "domain")
+        ).sum()
+    )
+    limitations = [
+        f"{len(config['names'])} names ({len(config['names']) // 2} per group); each name's answers are one unit of the bootstrap, so intervals are wide when few names are used.",
+        f"Readout `{config['readout']['mode']}`: "
+        + (
+            "the answer is the expected value over a grid of candidate numbers read from the logits, not a sampled answer; it is deterministic and sensitive to small shifts the sampled answers would blur."
+            if config["readout"]["mode"] == "expected"
+            else "sampled answers are parsed; invalid answers are excluded and reported."
+        ),
+        f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): their rows equal the unpruned model and are marked vacuous.",
+        "Relative reductions are unstable where the unpruned |SMD| is near zero; read them with the unpruned |SMD| next to them.",
+    ]
+    if check.get("n_layers", 0) < 32 or "smollm2" in config["model"]:
+        limitations.insert(
+            0,
+            f"{config['model']} is a small stand-in ({check['n_layers']} layers, {check['d_mlp']} MLP units) for the paper's Llama-3-8B-Instruct: it shows whether the method and its controls behave, not whether the paper's numbers hold for the 8B model; answers cluster near the middle of the candidate grid and its gaps are small.",
+        )
+    html = render(
+        {
+            "model": {"key": config["model"], **check},
+            "readout": config["readout"],
+            "groups": config["groups"],
+            "metrics": config["metrics"],
+            "names": config["names"],
+            "examples": examples,
+            "methods": json.dumps(
+                {key: config[key] for key in ("scoring", "masks", "evaluate", "activations")}, indent=1
+            ),
+            "figures": figures,
+            "tables": tables,
+            "findings": findings_rows(pd.read_parquet(snakemake.input.findings)),
+            "thresholds": THRESHOLDS,
+            "limitations": limitations,
+            "provenance": provenance,
+        }
+    )
+    with atomic_path(snakemake.output.html) as tmp:
+        tmp.write_text(html)
+    print(f"appendix: {len(html) / 1e6:.1f} MB, {len(figures)} figures")

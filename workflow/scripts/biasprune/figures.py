@@ -1,0 +1,297 @@
+"""The appendix figures, drawn from the metric tables (seaborn/matplotlib, colour-blind palette), each saved
+as PNG and SVG. Pure plotting: every number shown comes from the tables passed in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .io import atomic_path
+
+PALETTE = "colorblind"
+LEVELS = ["variation", "leave-one-out", "domain (in-sample)", "domain (transfer)", "cross (held out)"]
+LEVEL_HELP = {
+    "variation": "selected and evaluated on one variation",
+    "leave-one-out": "selected on the domain's other variations, evaluated on the held-out one",
+    "domain (in-sample)": "selected on all of a domain's variations, evaluated there",
+    "domain (transfer)": "selected on one domain, evaluated on another",
+    "cross (held out)": "selected on every other domain, evaluated on the one left out",
+}
+
+sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font_scale=1.1)
+
+
+def save(figure, png: str | os.PathLike, svg: str | os.PathLike) -> None:
+    """Write a figure as PNG (150 dpi) and SVG atomically, then close it."""
+    for path, fmt in ((png, "png"), (svg, "svg")):
+        with atomic_path(path) as tmp:
+            figure.savefig(
+                tmp,
+                format=fmt,
+                dpi=150,
+                bbox_inches="tight",
+                metadata={"Date": None} if fmt == "svg" else None,
+            )
+    plt.close(figure)
+
+
+def unit_label(frame: pd.DataFrame) -> pd.Series:
+    return frame["unit"] + "/" + frame["method"]
+
+
+def level(frame: pd.DataFrame) -> pd.Series:
+    """The generalisation level of each domain-level row of control = pruned."""
+    out = pd.Series(None, index=frame.index, dtype=object)
+    pooled = frame["condition"].str.endswith("*")
+    out[pooled & (frame["scope"] == "variation")] = "variation"
+    out[pooled & (frame["scope"] == "loo")] = "leave-one-out"
+    out[(frame["scope"] == "domain") & frame["in_sample"]] = "domain (in-sample)"
+    out[(frame["scope"] == "domain") & ~frame["in_sample"]] = "domain (transfer)"
+    out[(frame["scope"] == "cross") & ~frame["in_sample"]] = "cross (held out)"
+    return out
+
+
+def levels_table(conditions: pd.DataFrame) -> pd.DataFrame:
+    """Domain-level rows of the masks themselves with their generalisation level (rows without one dropped)."""
+    rows = conditions[(conditions["level"] == "domain") & (conditions["control"] == "pruned")].copy()
+    rows["generalisation"] = level(rows)
+    rows["units"] = unit_label(rows)
+    return rows.dropna(subset=["generalisation"])
+
+
+def baseline(table: pd.DataFrame):
+    """SMD per variation with its 95% CI, grouped by domain; zero marked."""
+    rows = table[table["level"] == "variation"].reset_index(drop=True)
+    figure, axis = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
+    colours = dict(zip(rows["domain"].unique(), sns.color_palette(PALETTE), strict=False))
+    labels = [f"{d}: {v}" for d, v in zip(rows["domain"], rows["variation"], strict=True)]
+    for y, row in rows.iterrows():
+        axis.errorbar(
+            row["smd"],
+            y,
+            xerr=[[row["smd"] - row["smd_low"]], [row["smd_high"] - row["smd"]]],
+            fmt="o",
+            color=colours[row["domain"]],
+            capsize=3,
+        )
+    axis.axvline(0, color="black", lw=1)
+    axis.set_yticks(range(len(rows)), labels)
+    axis.invert_yaxis()
+    axis.set_xlabel("SMD (White − Black) / pooled SD, 95% CI over names")
+    return figure
+
+
+def before_after(conditions: pd.DataFrame):
+    """Mean |SMD| per generalisation level: unpruned, pruned (with CI), random controls (mean over seeds)."""
+    rows = levels_table(conditions)
+    units = sorted(rows["units"].unique())
+    figure, axes = plt.subplots(1, len(units), figsize=(4.2 * len(units), 4), sharey=True, squeeze=False)
+    colours = sns.color_palette(PALETTE)
+    for axis, unit in zip(axes[0], units, strict=True):
+        part = rows[rows["units"] == unit]
+        order = [name for name in LEVELS if name in set(part["generalisation"])]
+        x = {name: i for i, name in enumerate(order)}
+        for offset, (column, label, colour) in zip(
+            (-0.22, 0.0, 0.22),
+            (
+                ("base_abs_smd", "unpruned", colours[7]),
+                ("abs_smd", "pruned", colours[0]),
+                ("random_abs_smd_mean", "random control", colours[1]),
+            ),
+            strict=True,
+        ):
+            xs = part["generalisation"].map(x) + offset
+            axis.scatter(xs, part[column], s=18, color=colour, label=label, alpha=0.85)
+            if column == "abs_smd":
+                axis.vlines(xs, part["abs_smd_low"], part["abs_smd_high"], color=colour, lw=1, alpha=0.6)
+        axis.set_xticks(range(len(order)), order, rotation=30, ha="right")
+        axis.set_title(unit)
+    axes[0][0].set_ylabel("|SMD| per evaluated domain (95% CI)")
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    return figure
+
+
+def transfer(table: pd.DataFrame):
+    """Selection x evaluated domain heat maps of the relative reduction (CI in the cell; * = in-sample)."""
+    table = table.assign(units=unit_label(table) + "\n" + table["setting"])
+    panels = sorted(table["units"].unique())
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels), 0.45 * table["selection"].nunique() + 2), squeeze=False
+    )
+    for axis, panel in zip(axes[0], panels, strict=True):
+        part = table[table["units"] == panel]
+        matrix = part.pivot_table(index="selection", columns="evaluated", values="reduction", aggfunc="first")
+        labels = part.assign(
+            text=[
+                f"{r:.2f}{'*' if s else ''}\n[{lo:.2f}, {hi:.2f}]" if np.isfinite(r) else "n/a"
+                for r, lo, hi, s in zip(
+                    part["reduction"],
+                    part["reduction_low"],
+                    part["reduction_high"],
+                    part["in_sample"],
+                    strict=True,
+                )
+            ]
+        ).pivot_table(index="selection", columns="evaluated", values="text", aggfunc="first")
+        sns.heatmap(
+            matrix.clip(-1, 1),
+            annot=labels.reindex_like(matrix).fillna(""),
+            fmt="",
+            cmap="vlag_r",
+            center=0,
+            vmin=-1,
+            vmax=1,
+            ax=axis,
+            cbar=axis is axes[0][-1],
+            annot_kws={"fontsize": 7},
+            cbar_kws={"label": "relative reduction of |SMD|"},
+        )
+        axis.set_title(panel)
+        axis.set_xlabel("evaluated domain")
+        axis.set_ylabel("selected on")
+    return figure
+
+
+def tradeoff(conditions: pd.DataFrame):
+    """Bias reduction against damage (KL on neutral prompts; invalid-answer rate) for every mask and setting."""
+    rows = levels_table(conditions)
+    rows = rows[rows["generalisation"] == "domain (in-sample)"]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    for axis, column, label in zip(
+        axes,
+        ("kl", "invalid_rate"),
+        ("KL(unpruned ‖ pruned) on neutral prompts (nats)", "invalid-answer rate"),
+        strict=True,
+    ):
+        sns.scatterplot(data=rows, x=column, y="reduction", hue="units", style="setting", ax=axis, s=40)
+        axis.axhline(0, color="black", lw=0.8)
+        axis.set_xlabel(label)
+        if axis is not axes[-1]:
+            axis.get_legend().remove()
+    axes[0].set_ylabel("relative reduction of |SMD| (in-sample)")
+    axes[-1].legend(fontsize=7, loc="best")
+    return figure
+
+
+def components(per_layer: pd.DataFrame, heads: pd.DataFrame):
+    """Where the selected components sit: per layer (stacked by matrix for weights) for each unit and
+    method, and the heads as a layer x head grid (how many domains select each head)."""
+    units = sorted(per_layer["units"].unique())
+    heads_panels = sorted(heads["units"].unique()) if len(heads) else []
+    columns = len(units) + len(heads_panels)
+    figure, axes = plt.subplots(1, columns, figsize=(4.3 * columns, 4), squeeze=False)
+    axes = list(axes[0])
+    for unit in units:
+        axis = axes.pop(0)
+        pivot = per_layer[per_layer["units"] == unit].pivot_table(
+            index="layer", columns="part", values="count", aggfunc="sum"
+        )
+        pivot.fillna(0).plot.bar(stacked=True, ax=axis, width=0.85, legend=pivot.shape[1] > 1)
+        axis.set_title(f"{unit}: selected per layer")
+        axis.set_xlabel("layer")
+        axis.set_ylabel("components (summed over domain masks)")
+        axis.tick_params(axis="x", labelsize=6)
+    for unit in heads_panels:
+        axis = axes.pop(0)
+        grid = heads[heads["units"] == unit].pivot_table(
+            index="layer", columns="head", values="count", aggfunc="sum"
+        )
+        sns.heatmap(grid.fillna(0), cmap="mako_r", ax=axis, cbar_kws={"label": "domains selecting the head"})
+        axis.set_title(f"{unit}: heads")
+    return figure
+
+
+def overlap(table: pd.DataFrame):
+    """Jaccard overlap of the domains' masks, one panel per unit and method."""
+    units = sorted(table["units"].unique())
+    figure, axes = plt.subplots(1, len(units), figsize=(4 * len(units), 3.6), squeeze=False)
+    for axis, unit in zip(axes[0], units, strict=True):
+        matrix = table[table["units"] == unit].pivot_table(
+            index="a", columns="b", values="jaccard", aggfunc="first"
+        )
+        sns.heatmap(
+            matrix, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="mako_r", ax=axis, cbar=axis is axes[0][-1]
+        )
+        axis.set_title(unit)
+        axis.set_xlabel("")
+        axis.set_ylabel("")
+    return figure
+
+
+def units_by_level(conditions: pd.DataFrame):
+    """Mean relative reduction per generalisation level, one line per unit and method (the paper's second
+    and third claims side by side), with the random controls dashed."""
+    rows = levels_table(conditions)
+    summary = rows.groupby(["units", "generalisation"], as_index=False)[
+        ["reduction", "random_reduction_mean"]
+    ].mean()
+    summary["order"] = summary["generalisation"].map(LEVELS.index)
+    summary = summary.sort_values("order")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    colours = dict(zip(sorted(summary["units"].unique()), sns.color_palette(PALETTE), strict=False))
+    for unit, part in summary.groupby("units"):
+        axis.plot(part["order"], part["reduction"], "o-", color=colours[unit], label=unit)
+        axis.plot(part["order"], part["random_reduction_mean"], "x--", color=colours[unit], alpha=0.6)
+    axis.axhline(0, color="black", lw=0.8)
+    axis.set_xticks(range(len(LEVELS)), LEVELS, rotation=25, ha="right")
+    axis.set_ylabel("mean relative reduction of |SMD|\n(dashed: random controls)")
+    axis.legend(fontsize=8)
+    return figure
+
+
+def jaccard(masks: Sequence[tuple[str, dict]]) -> pd.DataFrame:
+    """Pairwise Jaccard overlap of boolean masks ({key: bool tensor}), as long rows a, b, jaccard."""
+    rows = []
+    for a, first in masks:
+        for b, second in masks:
+            inter = sum(int((first[k] & second[k]).sum()) for k in first)
+            union = sum(int((first[k] | second[k]).sum()) for k in first)
+            rows.append({"a": a, "b": b, "jaccard": inter / union if union else np.nan})
+    return pd.DataFrame(rows)
+
+
+def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """From `domain`-scope mask files: components per layer (and matrix), heads per (layer, head), and the
+    Jaccard overlap of the domains' masks; the first setting of each file."""
+    from .masks import load_masks
+
+    per_layer, heads, overlaps = [], [], []
+    for path in files:
+        manifest, masks = load_masks(path)
+        unit, units, setting = (
+            manifest["unit"],
+            f"{manifest['unit']}/{manifest['method']}",
+            manifest["settings"][0],
+        )
+        chosen = [(condition, masks[condition, setting]) for condition in manifest["conditions"]]
+        for _, mask in chosen:
+            for key, value in mask.items():
+                layer, _, part = key.partition(".")
+                per_layer.append(
+                    {"units": units, "layer": int(layer), "part": part or unit, "count": int(value.sum())}
+                )
+                if unit == "heads":
+                    heads += [
+                        {"units": units, "layer": int(layer), "head": head, "count": int(flag)}
+                        for head, flag in enumerate(value.tolist())
+                    ]
+        if len(chosen) > 1:
+            overlaps.append(jaccard(chosen).assign(units=units))
+    overlap_table = (
+        pd.concat(overlaps, ignore_index=True)
+        if overlaps
+        else pd.DataFrame(columns=["a", "b", "jaccard", "units"])
+    )
+    return (
+        pd.DataFrame(per_layer),
+        pd.DataFrame(heads, columns=["units", "layer", "head", "count"]),
+        overlap_table,
+    )

@@ -1,0 +1,14 @@
+"""Rule `findings`: the study's claims checked on this run's condition metrics."""
+
+import pandas as pd
+import pyarrow as pa
+
+from biasprune.findings import findings
+from biasprune.io import write_parquet
+from biasprune.logs import log_to
+
+with log_to(snakemake.log[0]):
+    table = findings(pd.read_parquet(snakemake.input.conditions))
+    write_parquet(pa.Table.from_pandas(table, preserve_index=False), snakemake.output.table, {})
+    with pd.option_context("display.width", 200, "display.max_colwidth", 120):
+        print(table[["claim", "units", "verdict", "evidence"]])
