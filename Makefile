@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Extra arguments for Snakemake, e.g. `make study ARGS="--configfile config/test-config.yaml"`.
 ARGS ?=
 
-.PHONY: venv study test test-fast lint format clean
+.PHONY: venv system study test test-fast lint format clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Debian packages the tests need (headless chromium for the appendix test), installed if missing.
+system:
+	bash scripts/system-packages.sh
 
 study: venv
 	$(BIN)/snakemake $(ARGS)
@@ -27,7 +31,7 @@ lint: venv
 	$(BIN)/snakemake --lint --configfile config/test-config.yaml
 	$(BIN)/snakemake --lint
 
-test: lint
+test: lint system
 	$(BIN)/pytest
 
 test-fast: venv

@@ -141,3 +141,50 @@ def test_name_positions_with_apostrophes_and_multi_token_names_on_the_real_token
     )
     assert len(positions) == 2
     assert all(tokenizer.decode([ids[p] for p in occurrence]).strip() == name for occurrence in positions)
+
+
+def test_appendix_opens_in_headless_chromium_from_disk_without_network(study, tmp_path):
+    """The slow tier's real browser: the appendix renders offline, its first figure is on screen, and the
+    page requests nothing but itself (Chromium's own network log is searched for http(s) requests)."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    appendix = study / f"reports/{MODEL}/appendix.html"
+    html = appendix.read_text()
+    assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
+    browser = shutil.which("chromium")
+    assert browser, "chromium is installed by scripts/system-packages.sh (make test)"
+    shot, netlog = tmp_path / "page.png", tmp_path / "netlog.json"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--log-net-log={netlog}",
+            "--window-size=1280,1200",
+            f"--screenshot={shot}",
+            f"{appendix.as_uri()}#figure-baseline",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1200, 1280)
+    coloured = (pixels.max(-1).astype(int) - pixels.min(-1)) > 40  # saturated pixels: a plotted figure
+    assert coloured.mean() > 0.002, "no figure visible at the top of the page"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text and a figure, not a blank page
+    requests = [
+        line
+        for line in netlog.read_text().splitlines()
+        if '"url":"http://' in line or '"url":"https://' in line
+    ]
+    assert requests == []

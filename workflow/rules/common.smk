@@ -264,7 +264,6 @@ def appendix_config(wildcards):
     """What the appendix reports of the configuration this run used (a change re-renders it)."""
     keys = (
         "groups",
-        "names",
         "domains",
         "variations",
         "metrics",

@@ -85,7 +85,8 @@ def baseline(table: pd.DataFrame):
     axis.axvline(0, color="black", lw=1)
     axis.set_yticks(range(len(rows)), labels)
     axis.invert_yaxis()
-    axis.set_xlabel("SMD (White − Black) / pooled SD, 95% CI over names")
+    reference, focal = rows["group_ref"].iloc[0], rows["group_focal"].iloc[0]
+    axis.set_xlabel(f"SMD ({reference} - {focal}) / pooled SD, 95% CI over names")
     return figure
 
 
@@ -123,10 +124,12 @@ def transfer(table: pd.DataFrame):
     """Selection x evaluated domain heat maps of the relative reduction (CI in the cell; * = in-sample)."""
     table = table.assign(units=unit_label(table) + "\n" + table["setting"])
     panels = sorted(table["units"].unique())
+    height = 0.5 * table["selection"].nunique() + 1.5
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.5 * len(panels), 0.45 * table["selection"].nunique() + 2), squeeze=False
+        len(panels), 1, figsize=(8, height * len(panels)), squeeze=False, constrained_layout=True
     )
-    for axis, panel in zip(axes[0], panels, strict=True):
+    axes = axes[:, 0]
+    for axis, panel in zip(axes, panels, strict=True):
         part = table[table["units"] == panel]
         matrix = part.pivot_table(index="selection", columns="evaluated", values="reduction", aggfunc="first")
         labels = part.assign(
@@ -150,11 +153,11 @@ def transfer(table: pd.DataFrame):
             vmin=-1,
             vmax=1,
             ax=axis,
-            cbar=axis is axes[0][-1],
             annot_kws={"fontsize": 7},
             cbar_kws={"label": "relative reduction of |SMD|"},
         )
         axis.set_title(panel)
+        axis.grid(False)
         axis.set_xlabel("evaluated domain")
         axis.set_ylabel("selected on")
     return figure

@@ -10,6 +10,8 @@ Claims (study-facts, from the paper's abstract):
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 
@@ -34,6 +36,13 @@ def _ci(frame: pd.DataFrame) -> str:
         f"{frame['reduction'].mean():+.2f} "
         f"[{frame['reduction_low'].mean():+.2f}, {frame['reduction_high'].mean():+.2f}]"
     )
+
+
+def _increasing(values: list[float]) -> str:
+    """HOLDS if the values rise strictly, FAILS if not, UNKNOWN when one is missing."""
+    if not np.isfinite(values).all():
+        return UNKNOWN
+    return HOLDS if all(a < b for a, b in pairwise(values)) else FAILS
 
 
 def _mean(frame: pd.DataFrame, level: str, column: str = "reduction") -> float:
@@ -112,11 +121,7 @@ def claim_generality(rows: pd.DataFrame) -> list[dict]:
             if np.isfinite(transfers).any()
             else np.nan
         )
-        values = [within, held_out, other]
-        if not np.isfinite(values).all():
-            verdict = UNKNOWN
-        else:
-            verdict = HOLDS if within > held_out > other else FAILS
+        verdict = _increasing([other, held_out, within])
         out.append(
             {
                 "claim": 3,
@@ -137,10 +142,7 @@ def claim_partly_general(rows: pd.DataFrame) -> list[dict]:
         transfer = part[part["generalisation"].isin(["domain (transfer)", "cross (held out)"])]
         in_context = _mean(part, "domain (in-sample)")
         moved, random = transfer["reduction"].mean(), transfer["random_reduction_mean"].mean()
-        if not np.isfinite([moved, random, in_context]).all():
-            verdict = UNKNOWN
-        else:
-            verdict = HOLDS if random < moved < in_context else FAILS
+        verdict = _increasing([random, moved, in_context])
         out.append(
             {
                 "claim": 4,
