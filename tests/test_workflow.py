@@ -1,6 +1,8 @@
 """The workflow as Snakemake sees it: both configs plan the whole chain, a new domain file is a new use
 case with no code change, and edits rerun only what they make stale."""
 
+import zipfile
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -12,6 +14,9 @@ from biasprune.io import read_provenance
 from biasprune.masking import Mask, masked
 from biasprune.masks import load_masks
 from biasprune.models import load_model
+
+# The appendix's figures (workflow/rules/common.smk FIGURES).
+FIGURES = ("baseline", "before_after", "transfer", "units", "tradeoff", "components", "overlap")
 
 
 def test_default_config_plans_the_whole_chain(workdir):
@@ -29,8 +34,12 @@ def test_default_config_plans_the_whole_chain(workdir):
         "damage": 3 * 4,
         "evaluate": 3 * 4 * 4,  # per score set, scope and evaluated domain
         "condition_metrics": 1,
+        **{f"figure_{name}": 1 for name in FIGURES},
+        "findings": 1,
+        "tables": 1,
+        "appendix": 1,
         "all": 1,
-        "total": 102,
+        "total": 112,
     }
 
 
@@ -124,6 +133,16 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
     conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
     assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
     assert set(conditions["control"]) == {"pruned", "random"}
+    # The appendix and the Snakemake report of the same run.
+    html = (workdir / "reports/tiny/appendix.html").read_text()
+    assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
+    findings = pd.read_csv(workdir / "reports/tiny/tables/findings.csv")
+    assert set(findings["claim"]) == {1, 2, 3, 4}
+    snakemake(workdir, "--report", "reports/report.zip", *args)
+    with zipfile.ZipFile(workdir / "reports/report.zip") as archive:
+        names = archive.namelist()
+    assert any(name.endswith("/appendix.html") for name in names)
+    assert sum(name.endswith(".png") for name in names) == 7
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
     # A pruned model for one mask: the saved folder gives the logits of the masked model.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())

@@ -18,8 +18,9 @@ VERDICT_CSS = {HOLDS: "holds", FAILS: "fails"}
 
 
 def caption(path: str | Path) -> tuple[str, str]:
-    """(title, text) of a caption file: its first line is the title, the rest the caption."""
-    lines = Path(path).read_text().strip().splitlines()
+    """(title, text) of a caption file (reStructuredText, shared with the Snakemake report): its first line
+    is the title, the rest the caption."""
+    lines = Path(path).read_text().replace("\\|", "|").strip().splitlines()  # RST escapes a bar
     return lines[0].strip().rstrip("."), " ".join(line.strip() for line in lines[1:] if line.strip())
 
 
