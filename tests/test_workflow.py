@@ -182,8 +182,13 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
         "evaluate": 4 * 2,
         "damage": 4,
         "condition_metrics": 1,
+        # Every figure but the baseline's, the findings, the CSV tables and the appendix.
+        **{f"figure_{name}": 1 for name in FIGURES if name != "baseline"},
+        "findings": 1,
+        "tables": 1,
+        "appendix": 1,
         "all": 1,
-        "total": 20,
+        "total": 29,
     }
     assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
     # A cache parameter reruns the cache and every score, but not the answers.
