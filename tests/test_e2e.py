@@ -24,7 +24,7 @@ MODEL = "smollm2-135m-instruct"
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
     result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
-    assert job_counts(result.stderr + result.stdout)["total"] == 93
+    assert job_counts(result.stderr + result.stdout)["total"] == 94
     return workdir
 
 
