@@ -117,9 +117,9 @@ def workdir(tmp_path):
     return copy_workflow(tmp_path / "study")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env=None) -> subprocess.CompletedProcess:
     """Run the real Snakemake CLI in `workdir`; output captured as text."""
-    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

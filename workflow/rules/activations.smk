@@ -36,7 +36,7 @@ rule scores:
     benchmark:
         "benchmarks/scores/{model}/{unit}/{method}/{domain}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     params:
         scoring=scoring_params,
         groups=STUDY.groups,

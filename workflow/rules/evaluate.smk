@@ -54,7 +54,7 @@ rule condition_metrics:
     benchmark:
         "benchmarks/condition_metrics/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     params:
         groups=STUDY.groups,
         metrics=STUDY.config["metrics"],

@@ -16,7 +16,7 @@ rule figure_baseline:
     benchmark:
         "benchmarks/figure_baseline/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -39,7 +39,7 @@ rule figure_before_after:
     benchmark:
         "benchmarks/figure_before_after/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -62,7 +62,7 @@ rule figure_transfer:
     benchmark:
         "benchmarks/figure_transfer/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -85,7 +85,7 @@ rule figure_tradeoff:
     benchmark:
         "benchmarks/figure_tradeoff/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -109,7 +109,7 @@ rule figure_components:
     benchmark:
         "benchmarks/figure_components/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -133,7 +133,7 @@ rule figure_overlap:
     benchmark:
         "benchmarks/figure_overlap/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -156,7 +156,7 @@ rule figure_units:
     benchmark:
         "benchmarks/figure_units/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/figure.py"
 
@@ -172,7 +172,7 @@ rule findings:
     benchmark:
         "benchmarks/findings/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     script:
         "../scripts/findings.py"
 
@@ -233,9 +233,10 @@ rule appendix:
     benchmark:
         "benchmarks/appendix/{model}.tsv"
     conda:
-        "../envs/tables.yaml"
+        "../envs/model.yaml"
     params:
         config=appendix_config,
         figures=FIGURES,
+        snakemake_version=SNAKEMAKE_VERSION,
     script:
         "../scripts/appendix.py"

@@ -9,9 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from biasprune.appendix import THRESHOLDS, caption, embed, findings_rows, html_table, render
-from biasprune.io import atomic_path, sha256_file
+from biasprune.io import atomic_path, config_hash, sha256_file
 from biasprune.logs import log_to
-from biasprune.masks import config_hash
 
 REPORT = Path(snakemake.scriptdir).parent / "report"
 
@@ -97,10 +96,13 @@ with log_to(snakemake.log[0]):
             sort_keys=True,
         ),
         **{f"prompts/{Path(p).name}": sha256_file(p) for p in snakemake.input.prompts},
+        # Model libraries as the model jobs saw them; table and plotting libraries of this job's env.
+        **{f"version/{name}": number for name, number in check["versions"].items()},
         **{
             f"version/{name}": version(name)
-            for name in ("torch", "transformers", "snakemake", "pandas", "seaborn", "numpy")
+            for name in ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
         },
+        "version/snakemake": snakemake.params.snakemake_version,
     }
     vacuous = int(
         (

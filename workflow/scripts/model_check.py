@@ -2,6 +2,7 @@
 
 import json
 import time
+from importlib.metadata import version
 
 import pyarrow.parquet as pq
 import torch
@@ -28,6 +29,8 @@ with log_to(snakemake.log[0]):
         "prompt": prompt["text"],
         "prefix": snakemake.params.prefix,
         "greedy_answer": answer,
+        # The model jobs' own environment (the report jobs may run in another conda env).
+        "versions": {name: version(name) for name in ("torch", "transformers", "safetensors")},
     }
     print(json.dumps(report, indent=2))
     with atomic_path(snakemake.output.check) as tmp:

@@ -73,3 +73,8 @@ def read_provenance(path: str | os.PathLike) -> dict:
     """The provenance dict that `write_parquet` stored."""
     metadata = pq.read_schema(path).metadata or {}
     return json.loads(metadata.get(b"biasprune", b"{}"))
+
+
+def config_hash(parameters: dict) -> str:
+    """A short, stable hash of a JSON-able parameter set (provenance of masks and of a run)."""
+    return hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -14,7 +14,6 @@ counts for every seed the manifest lists.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 
 from .errors import ConfigError
+from .io import config_hash
 from .models import LINEAR_INPUTS, LINEARS, ModelAdapter
 from .selection import intersect, top_k, wanda_set_difference
 
@@ -143,10 +143,6 @@ def pack(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def unpack(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     count = int(np.prod(shape))
     return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool).reshape(shape))
-
-
-def config_hash(parameters: dict) -> str:
-    return hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_shapes(manifest: dict, model, file) -> None:
