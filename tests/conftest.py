@@ -125,6 +125,20 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env=None) -> subpro
     return result
 
 
+def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str]:
+    """The test config on the tiny random Llama (a `local` model): the whole chain in seconds. `changes`
+    replace top-level config sections. Returns the Snakemake arguments that select it (put them last)."""
+    import yaml
+
+    config = yaml.safe_load((workdir / "config/test-config.yaml").read_text())
+    config["models"] = ["tiny"]
+    config["model_registry"] = {"tiny": {"source": "local", "path": str(tiny_llama_dir), "device": "cpu"}}
+    config["metrics"] = {"bootstrap": 200}
+    config.update(changes)
+    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    return ("--configfile", "config/tiny.yaml")
+
+
 def job_counts(output: str) -> dict[str, int]:
     """The 'Job stats' table of a Snakemake run or dry-run, as {rule: count}."""
     lines = output.split("Job stats:", 1)[1].splitlines()[3:]

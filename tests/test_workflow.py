@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 import yaml
-from conftest import TEST_CONFIG_SETS, job_counts, snakemake
+from conftest import TEST_CONFIG_SETS, job_counts, snakemake, tiny_study
 
 from biasprune.io import read_provenance
 from biasprune.masking import Mask, masked
@@ -93,16 +93,6 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
     result = snakemake(workdir, "-n", *targets, *args)
     assert job_counts(result.stdout) == {"prompts": 1, "total": 1}
     assert "output: results/prompts/hiring.parquet" in result.stdout
-
-
-def tiny_study(workdir, tiny_llama_dir):
-    """The test config on the tiny random Llama (a `local` model): the whole chain in seconds."""
-    config = yaml.safe_load((workdir / "config/test-config.yaml").read_text())
-    config["models"] = ["tiny"]
-    config["model_registry"] = {"tiny": {"source": "local", "path": str(tiny_llama_dir), "device": "cpu"}}
-    config["metrics"] = {"bootstrap": 200}
-    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
-    return ("--configfile", "config/tiny.yaml")
 
 
 def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_dir):
