@@ -95,6 +95,27 @@ def test_head_name_attention_sum_and_difference(cache):
     )
 
 
+def test_head_name_attention_median_over_prompts(cache):
+    """`aggregate: median` takes each group's per-head median over its prompts (4 per group here)."""
+    labels = LABELS.assign(
+        variation="car", race=["White", "White", "White", "Black", "Black", "Black", "White", "Black"]
+    )
+    parameters = {"aggregate": "median"}
+    frame = score("heads", "name_attention", cache, labels, GROUPS, parameters=parameters).to_pandas()
+    by_race = {
+        race: np.stack([VECTORS[p, 0, "attn.hook_pattern", "name_mass"] for p in ids])
+        for race, ids in labels.groupby("race")["prompt_id"]
+    }
+    white, black = np.median(by_race["White"], axis=0), np.median(by_race["Black"], axis=0)
+    assert not np.allclose(white, by_race["White"].mean(0))  # the median is not the mean here
+    np.testing.assert_allclose(
+        vectors(frame, "car", 0, "attn.hook_pattern", "White", "mass"), white, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        vectors(frame, "car", 0, "attn.hook_pattern", "", "diff"), white - black, rtol=1e-6
+    )
+
+
 def test_attribution_is_the_estimated_change_of_the_smd(cache):
     answers = LABELS.assign(value=[10.0, 12.0, 9.0, 7.0, 1.0, 2.0, 2.0, 2.5])
     frame = score("heads", "attribution", cache, LABELS, GROUPS, answers).to_pandas()

@@ -70,7 +70,7 @@ def _group_means(ids, matrix, labels: pd.DataFrame, groups, reduce="mean"):
     ):
         if race in groups:
             rows = matrix[np.asarray(index)]
-            out[variation, race] = rows.sum(0) if reduce == "sum" else rows.mean(0)
+            out[variation, race] = {"sum": np.sum, "mean": np.mean, "median": np.median}[reduce](rows, axis=0)
     return out
 
 
@@ -105,11 +105,11 @@ def wanda(cache, labels: pd.DataFrame, groups: Sequence[str]) -> pa.Table:
     return score_rows(records)
 
 
-def _difference_rows(cache, labels, groups, site, reduction, group_statistic, extra):
+def _difference_rows(cache, labels, groups, site, reduction, group_statistic, extra, aggregate="mean"):
     records = []
     reference, focal = groups
     for layer, (ids, matrix) in cache_matrices(cache, site, reduction).items():
-        means = _group_means(ids, matrix, labels, groups)
+        means = _group_means(ids, matrix, labels, groups, reduce=aggregate)
         for variation in _variations(labels):
             ref, foc = means.get((variation, reference)), means.get((variation, focal))
             if ref is None or foc is None:
@@ -132,8 +132,10 @@ def neuron_activation(cache, labels, groups, position: str = "answer") -> pa.Tab
     )
 
 
-def head_name_attention(cache, labels, groups) -> pa.Table:
-    """Attention mass onto the name per head and group; the paper's sum and the group difference."""
+def head_name_attention(cache, labels, groups, aggregate: str = "mean") -> pa.Table:
+    """Attention mass onto the name per head and group, aggregated over the group's prompts by `aggregate`
+    (the paper's mean, or the median: robust to a few prompts whose name draws unusual attention); the
+    paper's sum of the two groups and their difference."""
     return _difference_rows(
         cache,
         labels,
@@ -142,6 +144,7 @@ def head_name_attention(cache, labels, groups) -> pa.Table:
         "name_mass",
         "mass",
         lambda v, r, f: {"sum": r + f, "diff": r - f},
+        aggregate,
     )
 
 
@@ -170,7 +173,7 @@ def score(unit: str, method: str, cache, labels, groups, answers=None, parameter
     if (unit, method) == ("neurons", "activation"):
         return neuron_activation(cache, labels, groups, parameters.get("position", "answer"))
     if (unit, method) == ("heads", "name_attention"):
-        return head_name_attention(cache, labels, groups)
+        return head_name_attention(cache, labels, groups, parameters.get("aggregate", "mean"))
     if method == "attribution":
         return attribution(
             cache, labels, groups, answers, "mlp.hook_post" if unit == "neurons" else "attn.hook_z"

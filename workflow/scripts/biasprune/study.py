@@ -16,7 +16,7 @@ TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
 # Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
-METHOD_PARAMETERS = {("neurons", "activation"): ("position",)}
+METHOD_PARAMETERS = {("neurons", "activation"): ("position",), ("heads", "name_attention"): ("aggregate",)}
 READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
