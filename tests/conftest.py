@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/prompts", "profiles")
-# The (unit, method) score sets config/test-config.yaml runs.
-TEST_CONFIG_SETS = (
+# The (unit, method) score sets config/test-config.yaml runs (the slow tier, on the real model).
+TEST_CONFIG_SETS = (("weights", "wanda"), ("heads", "name_attention"))
+# Every method but greedy (the tiny-model chain of the fast tier: `tiny_study`).
+TINY_SETS = (
     ("weights", "wanda"),
     ("neurons", "activation"),
     ("heads", "name_attention"),
@@ -117,9 +120,9 @@ def workdir(tmp_path):
     return copy_workflow(tmp_path / "study")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, env=None) -> subprocess.CompletedProcess:
-    """Run the real Snakemake CLI in `workdir`; output captured as text."""
-    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, env=env)
+def snakemake(workdir: Path, *args: str, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI in `workdir`; output captured as text (`popen`: env, start_new_session)."""
+    result = subprocess.run([SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, **popen)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -134,9 +137,33 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["models"] = ["tiny"]
     config["model_registry"] = {"tiny": {"source": "local", "path": str(tiny_llama_dir), "device": "cpu"}}
     config["metrics"] = {"bootstrap": 200}
+    config["scoring"] = {"weights": {"methods": ["wanda"]}, "neurons": {"methods": ["activation"]}}
+    config["scoring"]["heads"] = {"methods": ["name_attention", "attribution"]}
     config.update(changes)
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     return ("--configfile", "config/tiny.yaml")
+
+
+@dataclass
+class TinyRun:
+    workdir: Path
+    args: tuple[str, str]
+    output: str  # Snakemake's stdout and stderr
+    tables: dict  # {name: DataFrame} of results/tiny/metrics/*.parquet as the run left them
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_llama_dir) -> TinyRun:
+    """One uninterrupted run of the whole chain on the tiny model (shared: it takes minutes)."""
+    import pandas as pd
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run") / "study")
+    args = tiny_study(workdir, tiny_llama_dir)
+    result = snakemake(workdir, "--cores", "2", *args)
+    tables = {
+        path.stem: pd.read_parquet(path) for path in (workdir / "results/tiny/metrics").glob("*.parquet")
+    }
+    return TinyRun(workdir, args, result.stdout + result.stderr, tables)
 
 
 def job_counts(output: str) -> dict[str, int]:

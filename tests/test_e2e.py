@@ -1,8 +1,9 @@
-"""End-to-end tier on the real embedded model: the test config runs through every rule (fetch_model,
-prompts, model_check, answers, baseline_metrics, activations, scores); the converted model then loads and
-answers here."""
+"""End-to-end tier on the real embedded model: the test config runs through every rule, from the real fetch
+to the appendix; the converted model then loads and answers here, Snakemake's dry-runs after the run show
+that each kind of edit reruns only what it makes stale, and headless Chromium opens the appendix."""
 
 import json
+import os
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -18,13 +19,25 @@ from biasprune.tokens import encode_with_name_positions
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
+CONFIG = "config/test-config.yaml"
+# Figures drawn from the masks' evaluation (all but the baseline's), and the report built on them.
+REPORT = {
+    **{
+        f"figure_{name}": 1
+        for name in ("before_after", "transfer", "units", "tradeoff", "components", "overlap")
+    },
+    "findings": 1,
+    "tables": 1,
+    "appendix": 1,
+    "all": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
-    result = snakemake(workdir, "--cores", "2", "--configfile", "config/test-config.yaml")
-    assert job_counts(result.stderr + result.stdout)["total"] == 94
+    result = snakemake(workdir, "--cores", "2", "--configfile", CONFIG)
+    assert job_counts(result.stderr + result.stdout)["total"] == 58
     return workdir
 
 
@@ -68,6 +81,80 @@ def test_name_positions_on_the_real_tokenizer(model, study):
         assert len(positions) == 2
         for occurrence in positions:
             assert tokenizer.decode([ids[index] for index in occurrence]).strip() == row["name"]
+
+
+def rerun_plan(study, configfile=CONFIG) -> dict[str, int]:
+    """What Snakemake's dry-run would rerun now, per rule (empty: nothing)."""
+    result = snakemake(study, "-n", "--configfile", configfile)
+    return {} if "Nothing to be done" in result.stdout else job_counts(result.stdout)
+
+
+def config_with(study, name: str, section: str, key: str, value) -> str:
+    """A copy of the test config with one value changed, as a user edits theirs."""
+    config = yaml.safe_load((study / CONFIG).read_text())
+    config[section][key] = value
+    (study / f"config/{name}.yaml").write_text(yaml.safe_dump(config))
+    return f"config/{name}.yaml"
+
+
+def total(counts: dict) -> dict:
+    return {**counts, "total": sum(counts.values())}
+
+
+def test_stale_only_reruns_after_a_real_run(study):
+    """Each kind of edit, on the finished run of the test config: Snakemake's own dry-run lists only the
+    jobs the edit makes stale (counts printed)."""
+    everything = job_counts(snakemake(study, "-n", "--forceall", "--configfile", CONFIG).stdout)
+    plans = {"nothing touched": rerun_plan(study)}
+    # One domain file edited: that domain's chain, and every job that aggregates the domains (the baseline
+    # table, masks selected across domains, so their evaluations and damage, the report).
+    path = study / "resources/prompts/hiring.yaml"
+    text, stat = path.read_text(), path.stat()
+    try:
+        path.write_text(text.replace("mid-size firm", "small firm"))
+        plans["hiring.yaml edited"] = rerun_plan(study)
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # A head-scoring parameter: the head scores, head masks, their evaluation and damage, the report.
+    heads = {"methods": ["name_attention"], "aggregate": "median"}
+    plans["scoring.heads.aggregate: median"] = rerun_plan(
+        study, config_with(study, "heads", "scoring", "heads", heads)
+    )
+    # The readout: the answers and everything downstream; prompts, the fetch and the model check stay.
+    plans["readout.mode: greedy"] = rerun_plan(
+        study, config_with(study, "readout", "readout", "mode", "greedy")
+    )
+    for edit, plan in plans.items():
+        print(f"{edit}: {plan.get('total', 0)} jobs {plan}")
+    assert plans["nothing touched"] == {}
+    per_domain = ("prompts", "answers", "activations", "scores")
+    assert plans["hiring.yaml edited"] == total(
+        {
+            **{rule: everything[rule] // 2 for rule in per_domain},  # one of the two domains
+            **{
+                rule: everything[rule]
+                for rule in ("baseline_metrics", "figure_baseline", "masks", "evaluate")
+            },
+            **{rule: everything[rule] for rule in ("damage", "condition_metrics")},
+            **REPORT,
+        }
+    )
+    assert plans["scoring.heads.aggregate: median"] == total(
+        {
+            "scores": 2,  # heads/name_attention x 2 domains
+            "masks": 4,  # x 4 scopes
+            "evaluate": 4 * 2,  # x 2 evaluated domains
+            "damage": 4,
+            "condition_metrics": 1,
+            **REPORT,
+        }
+    )
+    upstream = ("fetch_model", "prompts", "neutral_prompts", "model_check", "total")
+    assert plans["readout.mode: greedy"] == total(
+        {rule: n for rule, n in everything.items() if rule not in upstream}
+    )
+    assert rerun_plan(study) == {}  # the edits above were undone or made in copies
 
 
 def test_wheel_checksum_mismatch_fails_in_the_fetch_job(tmp_path):

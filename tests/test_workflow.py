@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 import yaml
-from conftest import TEST_CONFIG_SETS, job_counts, snakemake, tiny_study
+from conftest import TINY_SETS, job_counts, snakemake, tiny_study
 
 from biasprune.io import read_provenance
 from biasprune.masking import Mask, masked
@@ -95,10 +95,9 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
     assert "output: results/prompts/hiring.parquet" in result.stdout
 
 
-def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_dir):
-    args = tiny_study(workdir, tiny_llama_dir)
-    result = snakemake(workdir, "--cores", "2", *args)
-    counts = job_counts(result.stdout + result.stderr)
+def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_dir):
+    workdir, args = tiny_run.workdir, tiny_run.args
+    counts = job_counts(tiny_run.output)
     assert counts["activations"] == 2 and counts["scores"] == 2 * 4 and counts["masks"] == 4 * 4
     assert counts["evaluate"] == 4 * 4 * 2 and counts["damage"] == 4 * 4 and counts["condition_metrics"] == 1
     _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
@@ -108,7 +107,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(workdir, tiny_llama_di
         "hiring/-software developer",
         "hiring/-lawyer",
     }
-    for unit, method in TEST_CONFIG_SETS:
+    for unit, method in TINY_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     # The result tables: every (selection x evaluated domain) cell of the domain scope, with random controls.
     transfer = pd.read_parquet(workdir / "results/tiny/metrics/transfer.parquet")

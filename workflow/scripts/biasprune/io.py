@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -19,10 +20,13 @@ import pyarrow.parquet as pq
 def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
-    A reader (or Snakemake after a crash) never sees a half-written file or folder.
+    A reader (or Snakemake after a crash) never sees a half-written file or folder. A temporary sibling
+    left by an attempt that was killed (SIGKILL runs no cleanup) is removed by the next attempt.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if directory:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     else:
