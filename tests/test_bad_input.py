@@ -86,7 +86,7 @@ def test_unknown_model_key(workdir):
     run_fails_with(
         workdir,
         "config/config.yaml: models[0]: expected a key of model_registry "
-        "(smollm2-135m-instruct, llama-3-8b-instruct), got 'gpt-9'",
+        "(llama-3-8b-instruct, smollm2-135m-instruct), got 'gpt-9'",
     )
 
 
@@ -160,7 +160,7 @@ def test_grid_range_without_two_round_numbers(workdir):
     )
     run_fails_with(
         workdir,
-        "resources/prompts/finance.yaml: answer.grid: expected at least 2 candidate values, got {'min': 1.1, 'max': 1.4}",
+        "resources/prompts/finance.yaml: answer.grid: expected at least 2 candidate values, got {'max': 1.4, 'min': 1.1}",
     )
 
 
@@ -187,5 +187,5 @@ def test_no_head_setting_at_all(workdir):
     run_fails_with(
         workdir,
         "config/config.yaml: masks.heads: expected at least one setting in share or k, "
-        "got {'share': [], 'k': [], 'statistic': 'sum'}",
+        "got {'k': [], 'share': [], 'statistic': 'sum'}",
     )

@@ -85,3 +85,27 @@ def test_defaults_of_one_model_source_do_not_leak_into_another():
     assert "revision" not in spec.model("smollm2-135m-instruct")
     assert spec.model("llama-3-8b-instruct")["revision"] == "main"
     assert spec.readout("smollm2-135m-instruct")["mode"] == "expected"
+
+
+def test_reordered_config_keys_give_the_same_job_parameters():
+    """Snakemake compares parameters by repr: a config whose mappings list their keys in another order
+    must give identical parameters (or every job would rerun)."""
+
+    def reversed_keys(value):
+        if isinstance(value, dict):
+            return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+        return value
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    one = load_study(config, "config/config.yaml", ROOT)
+    two = load_study(reversed_keys(config), "config/config.yaml", ROOT)
+    model = one.models[0]
+    for method, args in (
+        ("readout", (model,)),
+        ("model_source", (model,)),
+        ("model_runtime", (model,)),
+        ("mask_parameters", ("heads", "domain")),
+    ):
+        assert repr(getattr(one, method)(*args)) == repr(getattr(two, method)(*args)), method
+    assert repr(one.config) == repr(two.config)
+    assert list(reversed_keys(config)) != list(config)  # the orders did differ

@@ -81,7 +81,9 @@ def _fill_defaults(instance, schema: dict, root: dict) -> None:
 
 
 def validate(instance: dict, schema_name: str, file: object) -> dict:
-    """Validate `instance` against a schema of workflow/schemas/; return a copy with defaults filled.
+    """Validate `instance` against a schema of workflow/schemas/; return a copy with defaults filled and
+    every mapping's keys sorted (Snakemake compares a job's parameters by their repr, so reordering the keys
+    of a config or domain file must not rerun anything).
 
     Raises ConfigError naming `file`, the key and what was expected.
     """
@@ -93,7 +95,15 @@ def validate(instance: dict, schema_name: str, file: object) -> dict:
         raise ConfigError(file, *_explain(error))
     filled = copy.deepcopy(instance)
     _fill_defaults(filled, schema, schema)
-    return filled
+    return _sorted_keys(filled)
+
+
+def _sorted_keys(value):
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 def read_yaml(path: str | Path, what: str = "a YAML file"):
