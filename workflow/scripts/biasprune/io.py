@@ -26,7 +26,10 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     if directory:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     else:
