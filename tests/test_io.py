@@ -21,13 +21,17 @@ def test_temporary_siblings_of_a_killed_attempt_are_removed_by_the_next(tmp_path
     """A SIGKILLed job leaves its temporary sibling (no cleanup runs); the next write of that path clears it,
     and leaves other files' temporaries (and hidden files of other names) alone."""
     target = tmp_path / "out [1].parquet"
-    (tmp_path / ".out [1].parquet.abc123.tmp").write_text("half")
-    (tmp_path / ".out [1].parquet.xyz").mkdir()  # a folder attempt
-    other = tmp_path / ".other.parquet.def456.tmp"
-    other.write_text("another job's")
+    (tmp_path / ".out [1].parquet.abc12_34.tmp").write_text("half")
+    (tmp_path / ".out [1].parquet.xyz5678q").mkdir()  # a folder attempt
+    others = [
+        ".other.parquet.def45678.tmp",
+        ".out [1].parquet.5.abc12345",
+    ]  # another output's, `out [1].parquet.5`
+    for name in others:
+        (tmp_path / name).write_text("another job's")
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.def456.tmp", "out [1].parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "out [1].parquet"])
 
 
 def test_atomic_directory_replaces_old_content_only_on_success(tmp_path):

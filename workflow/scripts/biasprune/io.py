@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -25,7 +26,11 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Exactly the names tempfile gives below (8 random characters): not `.{name}.5...` of a sibling `{name}.5`.
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.tmp)?")
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if not ours.fullmatch(stale.name):
+            continue
         if stale.is_dir():
             shutil.rmtree(stale)
         else:

@@ -100,7 +100,7 @@ def validate(instance: dict, schema_name: str, file: object) -> dict:
 
 def _sorted_keys(value):
     if isinstance(value, dict):
-        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+        return {key: _sorted_keys(value[key]) for key in sorted(value, key=str)}
     if isinstance(value, list):
         return [_sorted_keys(item) for item in value]
     return value

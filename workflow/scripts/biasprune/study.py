@@ -202,8 +202,11 @@ class Study:
 
     @property
     def score_sets(self) -> list[tuple[str, str]]:
-        """(unit, method) of every configured score."""
-        return [(unit, method) for unit, spec in self.config["scoring"].items() for method in spec["methods"]]
+        """(unit, method) of every configured score, units in a fixed order (the config's keys are sorted)."""
+        scoring = self.config["scoring"]
+        return [
+            (unit, method) for unit in ("weights", "neurons", "heads") for method in scoring[unit]["methods"]
+        ]
 
     def scoring_parameters(self, unit: str, method: str) -> dict:
         """The parameters one scoring method reads (so a change reruns that method's scores only)."""
