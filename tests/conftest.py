@@ -139,6 +139,7 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["metrics"] = {"bootstrap": 200}
     config["scoring"] = {"weights": {"methods": ["wanda"]}, "neurons": {"methods": ["activation"]}}
     config["scoring"]["heads"] = {"methods": ["name_attention", "attribution"]}
+    config["activations"] = {"attribution": True}
     config.update(changes)
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     return ("--configfile", "config/tiny.yaml")

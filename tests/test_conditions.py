@@ -114,7 +114,7 @@ def test_condition_tables_summarise_random_controls_and_build_the_transfer_matri
         ]
     )
     manifest = {"unit": "heads", "method": "attribution", "scope": "domain", "shapes": {"0": [4], "1": [6]}}
-    conditions, transfer = condition_tables([evaluation], damage, [manifest], base, GROUPS, METRICS)
+    conditions, transfer, names = condition_tables([evaluation], damage, [manifest], base, GROUPS, METRICS)
     rows = conditions[conditions["level"] == "domain"].set_index(["control", "seed"])
     randoms = rows.loc["random"]
     mine = rows.loc[("pruned", -1)]
@@ -123,6 +123,37 @@ def test_condition_tables_summarise_random_controls_and_build_the_transfer_matri
     assert mine["random_kl_mean"] == pytest.approx(0.2) and mine["kl"] == 0.5
     assert mine["share_pruned"] == pytest.approx(3 / 10) and not mine["vacuous"]
     assert mine["reduction"] > mine["random_reduction_mean"]  # the gap mostly closed, the controls' not
+    assert (mine["n_random"], mine["n_matched"], mine["n_generic"]) == (2, 0, 0)
+    assert np.isnan(mine["matched_reduction_mean"])  # no matched control run: empty, not 0
     (cell,) = transfer.to_dict("records")
     assert (cell["selection"], cell["evaluated"], cell["in_sample"]) == ("purchase", "purchase", True)
     assert cell["reduction"] == pytest.approx(mine["reduction"])
+    # Per-name summaries, by hand: Emily's valid answers on chair under the mask, and under no mask.
+    pruned = frames[0]
+    emily = pruned[(pruned["name"] == "Emily") & (pruned["variation"] == "chair")]["value"]
+    row = names[(names["control"] == "pruned") & (names["name"] == "Emily") & (names["variation"] == "chair")]
+    assert row[["n_valid", "total", "total_sq"]].iloc[0].tolist() == pytest.approx(
+        [3, emily.sum(), (emily**2).sum()]
+    )
+    chair = base[base["variation"] == "chair"]["value"]
+    low, high = np.percentile(chair, [5, 95])
+    own = names[(names["control"] == "base") & (names["variation"] == "chair")]
+    assert own["n_inlier"].sum() == ((chair >= low) & (chair <= high)).sum()
+    inside = ((emily >= low) & (emily <= high)).sum()
+    assert row["n_inlier"].iloc[0] == inside
+
+
+def test_a_mask_that_prunes_nothing_is_empty_not_zero():
+    base = answers(8.0)
+    evaluation = evaluated("purchase", "pruned", -1, base.copy()).assign(n_pruned=0)
+    damage = pd.DataFrame(
+        [
+            {"unit": "heads", "method": "attribution", "scope": "domain", "condition": "purchase"}
+            | {"setting": "share=0.1", "control": "pruned", "seed": -1, "kl": 0.0}
+        ]
+    )
+    manifest = {"unit": "heads", "method": "attribution", "scope": "domain", "shapes": {"0": [4], "1": [6]}}
+    conditions, transfer, _ = condition_tables([evaluation], damage, [manifest], base, GROUPS, METRICS)
+    assert conditions["vacuous"].all()
+    assert conditions[["reduction", "abs_smd", "kl", "inlier_ratio"]].isna().all().all()
+    assert transfer["reduction"].isna().all() and transfer["vacuous"].all()

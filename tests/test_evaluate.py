@@ -8,6 +8,8 @@ from conftest import readout_settings
 from scipy.stats import entropy
 
 from biasprune.evaluate import (
+    GENERIC,
+    MATCHED,
     PRUNED,
     RANDOM,
     Evaluation,
@@ -27,13 +29,23 @@ ANSWER = Answer(prefix="$", grid=(10.0, 20.0, 50.0, 100.0, 200.0), unit="USD", r
 SETTING = "share=0.25"
 
 
-def manifest(scope, conditions, seeds=(0, 1)):
+def manifest(scope, conditions, seeds=(0, 1), matched=(), generic=False, empty=()):
+    """A heads manifest; conditions in `empty` prune nothing, the others one head."""
     return {
         "unit": "heads",
         "scope": scope,
         "settings": [SETTING],
         "random_seeds": list(seeds),
-        "conditions": {name: {"selection": selection} for name, selection in conditions.items()},
+        "matched_seeds": list(matched),
+        "generic": generic,
+        "conditions": {
+            name: {
+                "selection": selection,
+                "counts": {SETTING: {"0": 0 if name in empty else 1}},
+                "generic": {SETTING: None if name in empty else 1},
+            }
+            for name, selection in conditions.items()
+        },
         "shapes": {"0": [4], "1": [4]},
     }
 
@@ -72,6 +84,40 @@ def test_each_scope_reads_only_the_prompts_its_conditions_need():
         assert {(e.condition, e.seed) for e in controls} == {
             (condition, seed) for condition, *_ in own(scope_plan) for seed in (0, 1)
         }
+
+
+def test_every_control_follows_its_mask_and_an_empty_mask_has_none():
+    info = manifest("domain", PLANS["domain"], seeds=(0,), matched=(0, 1, 2), generic=True, empty=("hiring",))
+    plan = [(e.condition, e.control, e.seed) for e in evaluations(info, "purchase", ["chair", "car"])]
+    assert plan == [
+        ("purchase", PRUNED, -1),
+        ("purchase", RANDOM, 0),
+        ("purchase", MATCHED, 0),
+        ("purchase", MATCHED, 1),
+        ("purchase", MATCHED, 2),
+        ("purchase", GENERIC, -1),
+        ("hiring", PRUNED, -1),  # vacuous: evaluated once (its rows are marked), never controlled
+    ]
+
+
+def test_matched_controls_draw_from_the_pool_and_generic_is_read_from_the_file():
+    heads = {"0": torch.tensor([True, False, False, False]), "1": torch.tensor([False, False, True, True])}
+    pool = {"0": torch.tensor([False, True, True, False]), "1": torch.tensor([True, True, False, False])}
+    generic = {"0": torch.tensor([False, False, False, True]), "1": torch.tensor([True, True, False, False])}
+
+    class File(dict):
+        def part(self, condition, setting, part):
+            return {"pool": pool, "generic": generic}[part]
+
+    masks = File({("purchase", SETTING): heads})
+    info = manifest("domain", PLANS["domain"], matched=range(10), generic=True)
+    for seed in range(10):
+        drawn = mask_of(Evaluation("purchase", SETTING, MATCHED, seed, (), False), info, masks).keys
+        assert sum(int(v.sum()) for v in drawn.values()) == 3  # heads: the mask's total, from the rank band
+        assert not any((drawn[k] & ~pool[k]).any() for k in drawn)
+        uniform = mask_of(Evaluation("purchase", SETTING, RANDOM, seed, (), False), info, masks).keys
+        assert any(not torch.equal(uniform[k], drawn[k]) for k in drawn) or seed  # seeds differ by control
+    assert mask_of(Evaluation("purchase", SETTING, GENERIC, -1, (), False), info, masks).keys is generic
 
 
 def test_random_controls_keep_counts_per_layer_and_are_the_same_in_every_job():

@@ -9,7 +9,17 @@ import torch
 from safetensors.torch import save_file
 
 from biasprune.errors import ConfigError
-from biasprune.masks import build_masks, load_masks, pack, scope_conditions, select_units, settings, unpack
+from biasprune.masks import (
+    Candidate,
+    build_masks,
+    combine,
+    load_masks,
+    pack,
+    scope_selections,
+    select_units,
+    settings,
+    unpack,
+)
 
 GROUPS = ("White", "Black")
 
@@ -24,8 +34,27 @@ PER_VARIATION = {
 }
 
 
+def scope_conditions(scope, rule="intersection"):
+    """{condition: (selection, mask)} of the hand-made variation masks (each its own pool)."""
+    selections = scope_selections(scope, {d: list(v) for d, v in PER_VARIATION.items()})
+    return {
+        name: (
+            selection,
+            combine(
+                [
+                    Candidate(PER_VARIATION[d][v], PER_VARIATION[d][v])
+                    for d, vs in selection.items()
+                    for v in vs
+                ],
+                rule,
+            )[0],
+        )
+        for name, selection in selections.items()
+    }
+
+
 def test_scopes_by_hand():
-    loo = scope_conditions("loo", PER_VARIATION)
+    loo = scope_conditions("loo")
     assert loo["car/-a"][0] == {"car": ["b", "c"]} and loo["car/-a"][1]["0"].tolist() == [
         True,
         False,
@@ -33,14 +62,33 @@ def test_scopes_by_hand():
         False,
     ]
     assert loo["job/-x"][1]["0"].tolist() == [True, True, True, True]
-    domain = scope_conditions("domain", PER_VARIATION)
+    domain = scope_conditions("domain")
     assert domain["car"][1]["0"].tolist() == [True, False, False, False]
     assert domain["job"][1]["0"].tolist() == [True, True, False, True]
-    cross = scope_conditions("cross", PER_VARIATION)
+    cross = scope_conditions("cross")
     assert cross["-car"][0] == {"job": ["x", "y"]} and torch.equal(
         cross["-car"][1]["0"], domain["job"][1]["0"]
     )
-    assert set(scope_conditions("variation", PER_VARIATION)) == {"car/a", "car/b", "car/c", "job/x", "job/y"}
+    assert set(scope_conditions("variation")) == {"car/a", "car/b", "car/c", "job/x", "job/y"}
+    # Majority: selected in at least half of the variations (car: a, b, c -> entries 0, 1, 2).
+    assert scope_conditions("domain", "majority")["car"][1]["0"].tolist() == [True, True, True, False]
+    assert scope_conditions("cross", "majority")["-job"][1]["0"].tolist() == [True, True, True, False]
+
+
+def test_frequency_rule_takes_the_k_most_frequent_heads_ties_by_summed_score():
+    # Five variations' top-2 lists over 5 heads: head 0 in four, heads 1 and 3 in two, heads 2 and 4 in one.
+    lists = [m(1, 1, 0, 0, 0), m(1, 0, 0, 1, 0), m(1, 1, 0, 0, 0), m(1, 0, 0, 1, 0), m(0, 0, 1, 0, 1)]
+    for first, second in ((0.1, 0.5), (0.5, 0.1)):  # which of the tied heads 1 and 3 scores higher
+        ranking = {"0": torch.tensor([0.0, first, 0.0, second, 0.0])}
+        candidates = [Candidate(mask, None, ranking, None) for mask in lists]
+        mask, pool, generic = combine(candidates, "frequency")
+        winner = 1 if first > second else 3
+        assert mask["0"].nonzero().flatten().tolist() == sorted([0, winner])
+        assert generic is None
+        # Matched pool: the 2K = 4 heads ranked just below the mask by the summed score (all the others).
+        assert pool["0"].tolist() == [not x for x in mask["0"].tolist()]
+    # The intersection of the same lists is empty (no head is in all five): why frequency is the default.
+    assert not combine(candidates, "intersection")[0]["0"].any()
 
 
 def test_packing_round_trip():
@@ -163,6 +211,29 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(ti
             expected = intersect(per_variation)[key]
             assert torch.equal(unpack(tensors[f"d|{setting}|{key}"], weight.shape), expected), key
             assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
+            # Matched pool: entries in the selected group's top 30% of |W| * ||X|| in both variations.
+            magnitude = weight.abs().numpy()
+            pools = []
+            for v in ("a", "b"):
+                score = (magnitude * norm[v, layer, site, "Black"].numpy()[None, :]).ravel()
+                pool = np.zeros(score.size, bool)
+                pool[np.argsort(-score, kind="stable")[: int(0.3 * score.size)]] = True
+                pools.append(pool.reshape(weight.shape))
+            pool = unpack(tensors[f"d|{setting}|{key}|pool"], weight.shape).numpy()
+            assert (pool == (pools[0] & pools[1])).all() and not (expected.numpy() & ~pool).any()
+            # Generic: as many entries as the mask, the largest pooled (group-blind) Wanda scores.
+            blind = sum(
+                magnitude
+                * np.sqrt(
+                    norm[v, layer, site, "Black"].numpy() ** 2 + norm[v, layer, site, "White"].numpy() ** 2
+                )[None, :]
+                for v in ("a", "b")
+            ).ravel()
+            generic = unpack(tensors[f"d|{setting}|{key}|generic"], weight.shape).numpy().ravel()
+            count = int(expected.sum())
+            assert generic.sum() == count
+            if count:
+                assert blind[generic].min() >= np.sort(blind)[-count] - 1e-6
     assert manifest["conditions"]["d"]["selection"] == {"d": ["a", "b"]}
 
 

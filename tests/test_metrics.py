@@ -62,8 +62,14 @@ def test_domain_row_is_mean_abs_smd_with_interval():
     variations = table[table["level"] == "variation"]
     assert domain["abs_smd"] == pytest.approx(variations["smd"].abs().mean())
     assert domain["n_ref"] == 10 and domain["n_invalid_focal"] == 4 and math.isnan(domain["mean_ref"])
-    assert domain["abs_smd_low"] <= domain["abs_smd"] <= domain["abs_smd_high"]
-    assert list(table["group_ref"].unique()) == ["White"]
+    assert "abs_smd_low" not in table  # a percentile interval of |SMD| never contains 0: not reported
+    assert 0 < domain["abs_smd_p"] <= 1 and list(table["group_ref"].unique()) == ["White"]
+    # Four names, two per group: 6 labellings; the observed one has the largest |SMD| of the 6 (White's
+    # names answer higher in both variations), so the exact permutation p is 2/6 (it and its mirror).
+    assert variations["abs_smd_p"].tolist() == pytest.approx([2 / 6, 2 / 6], abs=0.03)
+    assert variations["measurable"].tolist() == list(
+        (variations["smd_low"] > 0) | (variations["smd_high"] < 0)
+    )
 
 
 def test_bootstrap_is_reproducible_and_seed_dependent():

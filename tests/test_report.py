@@ -1,4 +1,4 @@
-"""Findings computed from the tables, and the appendix rendered safely (escaped, self-contained)."""
+"""The appendix rendered safely (escaped, self-contained), its findings explained and coloured by verdict."""
 
 import base64
 from html.parser import HTMLParser
@@ -7,87 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprune.appendix import THRESHOLDS, findings_rows, html_table, render
-from biasprune.findings import FAILS, HOLDS, findings
-
-# (unit, method, generalisation level) -> reduction; random controls reduce 0.05 everywhere.
-LEVEL_ROWS = {
-    "variation": dict(scope="variation", condition="d/*", in_sample=True),
-    "loo": dict(scope="loo", condition="d/-*", in_sample=False),
-    "in": dict(scope="domain", condition="d", in_sample=True),
-    "transfer": dict(scope="domain", condition="e", in_sample=False),
-    "cross": dict(scope="cross", condition="-d", in_sample=False),
-}
-
-
-def conditions(reductions: dict) -> pd.DataFrame:
-    rows = []
-    for (unit, method), levels in reductions.items():
-        for level, value in levels.items():
-            rows.append(
-                {
-                    "unit": unit,
-                    "method": method,
-                    "setting": "s",
-                    "control": "pruned",
-                    "seed": -1,
-                    "domain": "d",
-                    "variation": None,
-                    "level": "domain",
-                    "reduction": value,
-                    "reduction_low": value - 0.1,
-                    "reduction_high": value + 0.1,
-                    "random_reduction_mean": 0.05,
-                    "invalid_rate": 0.02,
-                    "base_invalid_rate": 0.0,
-                    "inlier_ratio": 0.95,
-                    **LEVEL_ROWS[level],
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def verdicts(table):
-    return {(row["claim"], row["units"]): row["verdict"] for row in table.to_dict("records")}
-
-
-def test_findings_follow_the_numbers():
-    table = findings(
-        conditions(
-            {
-                ("weights", "wanda"): {
-                    "variation": 0.6,
-                    "loo": 0.4,
-                    "in": 0.5,
-                    "transfer": 0.2,
-                    "cross": 0.1,
-                },
-                ("heads", "name_attention"): {
-                    "variation": 0.3,
-                    "loo": 0.35,
-                    "in": 0.08,
-                    "transfer": 0.01,
-                    "cross": 0.0,
-                },
-            }
-        )
-    )
-    got = verdicts(table)
-    assert got[1, "weights/wanda"] == HOLDS  # CI low 0.4 > 0, invalid +0.02, inliers 0.95
-    assert got[1, "heads/name_attention"] == FAILS  # CI low -0.02 includes zero
-    assert got[2, "weights/wanda vs heads/name_attention"] == HOLDS  # 0.5 > 0.08
-    assert got[3, "weights/wanda"] == HOLDS  # 0.6 > 0.4 > mean(0.2, 0.1)
-    assert got[3, "heads/name_attention"] == FAILS  # held-out 0.35 above the variation's 0.3
-    assert got[4, "weights/wanda"] == HOLDS  # random 0.05 < transfer 0.15 < in-context 0.5
-    assert got[4, "heads/name_attention"] == FAILS  # transfer 0.005 below random 0.05
-    evidence = table.set_index(["claim", "units"]).loc[(3, "weights/wanda"), "evidence"]
-    assert "variation +0.60, held-out variation +0.40, other context +0.15" in evidence
-
-
-def test_more_invalid_answers_than_allowed_fail_claim_one():
-    frame = conditions({("weights", "wanda"): {"in": 0.5}})
-    frame["invalid_rate"] = 0.2
-    assert verdicts(findings(frame))[1, "weights/wanda"] == FAILS
+from biasprune.appendix import THRESHOLDS, findings_rows, html_table, render, settings_rows
+from biasprune.findings import HOLDS, UNKNOWN
 
 
 class Elements(HTMLParser):
@@ -111,8 +32,25 @@ def context():
     transfer = pd.DataFrame(
         {"selection": [EVIL, "finance"], "evaluated": ["purchase", "purchase"], "reduction": [0.25, np.nan]}
     )
+    row = {"claim": 1, "statement": "s", "setting": "tau", "primary": True, "cells": 3}
     found = pd.DataFrame(
-        [{"claim": 1, "statement": "s", "units": "weights/wanda", "verdict": HOLDS, "evidence": "a < b & c"}]
+        [
+            row
+            | {"units": "weights/wanda", "verdict": HOLDS, "evidence": "a < b & c"}
+            | {"contrast": "excess", "estimate": 0.4, "low": 0.1, "high": 0.7, "cells_note": "3 of 4 cells"},
+            row
+            | {"units": "weights/wanda", "verdict": HOLDS, "evidence": "a < b & c"}
+            | {"contrast": "rise", "estimate": 0.0, "low": 0.0, "high": 0.01, "cells_note": "3 of 4 cells"},
+            row
+            | {"units": "heads/name_attention", "verdict": UNKNOWN, "evidence": "none"}
+            | {
+                "contrast": "excess",
+                "estimate": np.nan,
+                "low": np.nan,
+                "high": np.nan,
+                "cells_note": "0 of 4",
+            },
+        ]
     )
     return {
         "model": {
@@ -130,7 +68,7 @@ def context():
         "examples": [
             {"domain": "purchase", "variations": [EVIL], "text": f"I want to buy a {EVIL}", "prefix": "$"}
         ],
-        "methods": '{"masks": "<none>"}',
+        "methods": settings_rows({"masks": {"heads": {"share": [0.039], "common": "<none>"}}}),
         "figures": [
             {"name": n, "title": f"Title {n}", "caption": "c", "data": PNG} for n in ("baseline", "transfer")
         ],
@@ -153,7 +91,11 @@ def test_appendix_escapes_every_value_and_embeds_everything():
     assert "D&#39;Andre &amp; &lt;b&gt;" in html and "a &lt; b &amp; c" in html
     assert parsed.tags.count("img") == 2
     assert all(source.startswith("data:image/png;base64,") for source in parsed.sources)
-    assert 'id="findings-table"' in html and ">holds<" in html
+    assert 'id="findings-table"' in html and ">holds<br>" in html
+    # One row per claim, unit and setting: contrasts listed with their intervals; inconclusive is grey.
+    assert "excess: +0.400 [+0.100, +0.700]<br>rise: +0.000 [+0.000, +0.010]" in html
+    assert '<td class="unknown">inconclusive' in html and "excess: n/a" in html
+    assert "<code>masks.heads.share</code></td><td>0.039" in html and "&lt;none&gt;" in html
     assert "0.25" in html  # numbers rounded for reading; NaN left empty
     assert ">nan<" not in html.lower()
 

@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from biasprune.selection import intersect, random_like, top_fraction, top_k, wanda_set_difference
+from biasprune.selection import (
+    intersect,
+    majority,
+    next_band,
+    random_like,
+    top_fraction,
+    top_k,
+    top_like,
+    wanda_set_difference,
+)
 
 
 def test_top_fraction_by_hand():
@@ -55,3 +64,37 @@ def test_undefined_scores_are_never_chosen():
         True,
         True,
     ]
+
+
+def test_matched_and_generic_controls_by_hand():
+    mask = {"0": torch.tensor([[True, False, False, True], [False, False, True, False]])}
+    pool = {"0": torch.tensor([[True, True, False, True], [False, True, True, True]])}
+    for seed in range(20):
+        drawn = random_like(mask, seed, pool)["0"]
+        assert int(drawn.sum()) == 3 and not (drawn & ~pool["0"]).any()
+    # Uniform over the pool: each of its 6 entries is drawn with probability 1/2.
+    hits = sum(random_like(mask, seed, pool)["0"].float() for seed in range(2000)) / 2000
+    assert torch.allclose(hits[pool["0"]], torch.full((6,), 0.5), atol=0.05)
+    with pytest.raises(ValueError, match="pool of 1"):
+        random_like(
+            mask,
+            0,
+            {
+                "0": torch.eye(2, 4, dtype=torch.bool)[:1].expand(2, 4) & False
+                | torch.tensor([[True, False, False, False], [False] * 4])
+            },
+        )
+    scores = {"0": torch.tensor([[0.1, 0.9, 0.2, 0.8], [0.7, 0.0, 0.3, 0.6]])}
+    assert top_like(mask, scores)["0"].nonzero().tolist() == [[0, 1], [0, 3], [1, 0]]
+
+
+def test_next_band_and_majority_by_hand():
+    scores = {"0": torch.tensor([9.0, 1.0, 8.0, 2.0]), "1": torch.tensor([7.0, 6.0, 0.5, 5.0])}
+    mask = {"0": torch.tensor([True, False, True, False]), "1": torch.tensor([False] * 4)}
+    band = next_band(mask, scores)  # the 4 best below the mask: 7, 6, 5 (layer 1) and 2 (layer 0)
+    assert band["0"].tolist() == [False, False, False, True]
+    assert band["1"].tolist() == [True, True, False, True]
+    votes = [
+        {"0": torch.tensor(bits, dtype=torch.bool)} for bits in ([1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 0])
+    ]
+    assert majority(votes)["0"].tolist() == [True, True, False]

@@ -99,3 +99,23 @@ def test_identical_large_answers_give_no_smd_in_any_resample():
     black = [np.full(7, 42715.615)] * 4
     assert math.isnan(smd(np.concatenate(white), np.concatenate(black)))
     assert np.isnan(bootstrap_smd(white, black, resamples=200, seed=0)).all()
+
+
+def test_permutation_p_of_abs_smd_matches_the_exact_enumeration():
+    from itertools import combinations
+
+    from biasprune.stats import name_sums, permutation_abs_smd, permutation_p, smd
+
+    rng = np.random.default_rng(3)
+    per_name = [rng.normal(0.4 * (i < 4), 1, 3) for i in range(8)]  # names 0-3 reference, 4-7 focal
+    labels = np.arange(8) < 4
+    sums = name_sums(per_name)[None]
+    observed, permuted = permutation_abs_smd(sums, labels, permutations=4000, seed=1)
+    values = np.array(per_name)
+    assert observed[0] == pytest.approx(abs(smd(values[:4].ravel(), values[4:].ravel())))
+    exact = [
+        abs(smd(values[list(chosen)].ravel(), values[[i for i in range(8) if i not in chosen]].ravel()))
+        for chosen in combinations(range(8), 4)
+    ]
+    expected = np.mean(np.array(exact) >= observed[0] - 1e-12)
+    assert permutation_p(observed, permuted)[0] == pytest.approx(expected, abs=0.02)

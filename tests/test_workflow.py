@@ -29,17 +29,17 @@ def test_default_config_plans_the_whole_chain(workdir):
         "answers": 4,
         "baseline_metrics": 1,
         "activations": 4,
-        "scores": 4 * 3,  # weights/wanda, heads/name_attention, heads/attribution per domain
-        "masks": 3 * 4,  # per score set and scope
-        "damage": 3 * 4,
-        "evaluate": 3 * 4 * 4,  # per score set, scope and evaluated domain
+        "scores": 4 * 2,  # weights/wanda, heads/name_attention per domain
+        "masks": 2 * 4,  # per score set and scope
+        "damage": 2 * 4,
+        "evaluate": 2 * 4 * 4,  # per score set, scope and evaluated domain
         "condition_metrics": 1,
         **{f"figure_{name}": 1 for name in FIGURES},
         "findings": 1,
         "tables": 1,
         "appendix": 1,
         "all": 1,
-        "total": 112,
+        "total": 84,
     }
 
 

@@ -49,6 +49,7 @@ rule condition_metrics:
     output:
         conditions="results/{model}/metrics/conditions.parquet",
         transfer="results/{model}/metrics/transfer.parquet",
+        names="results/{model}/metrics/names.parquet",
     log:
         "logs/condition_metrics/{model}.log",
     benchmark:

@@ -165,6 +165,7 @@ rule findings:
     """The study's claims checked on this run's tables (verdicts and the numbers behind them)."""
     input:
         conditions="results/{model}/metrics/conditions.parquet",
+        names="results/{model}/metrics/names.parquet",
     output:
         table="results/{model}/metrics/findings.parquet",
     log:
@@ -173,6 +174,9 @@ rule findings:
         "benchmarks/findings/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    params:
+        groups=STUDY.groups,
+        metrics=STUDY.config["metrics"],
     script:
         "../scripts/findings.py"
 

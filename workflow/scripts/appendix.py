@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from biasprune.appendix import THRESHOLDS, caption, embed, findings_rows, html_table, render
+from biasprune.appendix import THRESHOLDS, caption, embed, findings_rows, html_table, render, settings_rows
 from biasprune.io import atomic_path, config_hash, sha256_file
 from biasprune.logs import log_to
 
@@ -52,7 +52,9 @@ with log_to(snakemake.log[0]):
                 "smd",
                 "smd_low",
                 "smd_high",
+                "measurable",
                 "abs_smd",
+                "abs_smd_p",
                 "mwu_p",
                 "invalid_rate_ref",
                 "invalid_rate_focal",
@@ -61,7 +63,7 @@ with log_to(snakemake.log[0]):
         html_table(
             "transfer",
             "Transfer matrix",
-            "Relative reduction of |SMD| per selection and evaluated domain, with its paired 95% CI and the random controls' mean.",
+            "Per selection and evaluated domain: signed SMD with its 95% CI, relative reduction of |SMD| with its paired CI, the absolute change of |SMD|, and each control's mean reduction (empty masks are marked, their numbers left blank).",
             transfer,
             [
                 "unit",
@@ -73,12 +75,17 @@ with log_to(snakemake.log[0]):
                 "vacuous",
                 "n_pruned",
                 "share_pruned",
-                "base_abs_smd",
-                "abs_smd",
+                "base_smd",
+                "smd",
+                "smd_low",
+                "smd_high",
+                "abs_change",
                 "reduction",
                 "reduction_low",
                 "reduction_high",
                 "random_reduction_mean",
+                "matched_reduction_mean",
+                "generic_reduction_mean",
                 "kl",
                 "invalid_rate",
             ],
@@ -117,8 +124,9 @@ with log_to(snakemake.log[0]):
             if config["readout"]["mode"] == "expected"
             else "sampled answers are parsed; invalid answers are excluded and reported."
         ),
-        f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): their rows equal the unpruned model and are marked vacuous.",
-        "Relative reductions are unstable where the unpruned |SMD| is near zero; read them with the unpruned |SMD| next to them.",
+        f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): they are marked empty, their numbers left blank, and they are left out of every verdict.",
+        "Relative reductions of one cell are unstable where the unpruned |SMD| is near zero; the verdicts pool them as ratios of sums over variations with a measurable gap only.",
+        f"Head masks at the loo, domain and cross scopes use the `{config['masks']['heads'].get('common', 'frequency')}` rule, weight masks the `{config['masks']['weights'].get('common', 'intersection')}` rule (the paper: intersection for weights, the most frequent heads).",
     ]
     if check.get("n_layers", 0) < 32 or "smollm2" in config["model"]:
         limitations.insert(
@@ -133,8 +141,8 @@ with log_to(snakemake.log[0]):
             "metrics": config["metrics"],
             "names": config["names"],
             "examples": examples,
-            "methods": json.dumps(
-                {key: config[key] for key in ("scoring", "masks", "evaluate", "activations")}, indent=1
+            "methods": settings_rows(
+                {key: config[key] for key in ("scoring", "masks", "evaluate", "activations", "metrics")}
             ),
             "figures": figures,
             "tables": tables,

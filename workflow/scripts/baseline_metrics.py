@@ -22,10 +22,11 @@ with log_to(snakemake.log[0]):
         resamples=metrics["bootstrap"],
         confidence=metrics["confidence"],
         seed=metrics["seed"],
+        permutations=metrics["permutations"],
     )
     table.insert(0, "model", snakemake.wildcards.model)
     write_parquet(
         pa.Table.from_pandas(table, preserve_index=False), snakemake.output.table, {"metrics": metrics}
     )
     with pd.option_context("display.width", 200, "display.max_columns", 12):
-        print(table[["domain", "variation", "n_ref", "n_focal", "smd", "smd_low", "smd_high", "mwu_p"]])
+        print(table[["domain", "variation", "n_ref", "n_focal", "smd", "smd_low", "smd_high", "abs_smd_p"]])

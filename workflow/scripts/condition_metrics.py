@@ -30,17 +30,19 @@ with log_to(snakemake.log[0]):
         [pd.read_parquet(path).assign(**parts(path, 3)) for path in snakemake.input.damage], ignore_index=True
     )
     manifests = [json.loads(Path(path).read_text()) for path in snakemake.input.manifests]
-    conditions, transfer = condition_tables(
+    conditions, transfer, names = condition_tables(
         evaluated, damage, manifests, base, snakemake.params.groups, snakemake.params.metrics
     )
     conditions.insert(0, "model", snakemake.wildcards.model)
     transfer.insert(0, "model", snakemake.wildcards.model)
     provenance = {"metrics": snakemake.params.metrics}
-    for table, path in ((conditions, snakemake.output.conditions), (transfer, snakemake.output.transfer)):
+    outputs = {"conditions": conditions, "transfer": transfer, "names": names}
+    for key, table in outputs.items():
+        path = getattr(snakemake.output, key)
         write_parquet(pa.Table.from_pandas(table, preserve_index=False), path, provenance)
     with pd.option_context("display.width", 220, "display.max_columns", 14, "display.max_rows", 200):
         print(
             transfer[
-                ["unit", "method", "setting", "selection", "evaluated", "reduction", "random_reduction_mean"]
+                ["unit", "method", "setting", "selection", "evaluated", "reduction", "matched_reduction_mean"]
             ]
         )

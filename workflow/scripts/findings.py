@@ -8,7 +8,12 @@ from biasprune.io import write_parquet
 from biasprune.logs import log_to
 
 with log_to(snakemake.log[0]):
-    table = findings(pd.read_parquet(snakemake.input.conditions))
+    table = findings(
+        pd.read_parquet(snakemake.input.conditions),
+        pd.read_parquet(snakemake.input.names),
+        snakemake.params.groups,
+        snakemake.params.metrics,
+    )
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), snakemake.output.table, {})
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
-        print(table[["claim", "units", "verdict", "evidence"]])
+        print(table[["claim", "units", "setting", "verdict", "contrast", "estimate", "low", "high", "cells"]])

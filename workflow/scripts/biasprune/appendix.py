@@ -11,10 +11,16 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from .findings import FAILS, HOLDS, MAX_INVALID_RISE, MIN_INLIER_RATIO
+from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "report" / "appendix.html.j2"
-VERDICT_CSS = {HOLDS: "holds", FAILS: "fails"}
+VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
+MEANING = {
+    HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
+    FAILS: "a contrast of the claim has an interval that excludes 0 against the claimed direction",
+    UNKNOWN: "the data cannot decide: an interval contains 0, or no cell could carry the claim",
+    "secondary": "a pair other than the paper's, reported for comparison; it does not decide the claim",
+}
 
 
 def caption(path: str | Path) -> tuple[str, str]:
@@ -56,7 +62,47 @@ def render(context: dict, template: Path = TEMPLATE) -> str:
 
 
 def findings_rows(table: pd.DataFrame) -> list[dict]:
-    return [row | {"css": VERDICT_CSS.get(row["verdict"], "unknown")} for row in table.to_dict("records")]
+    """One entry per claim, unit/method and setting: the verdict (coloured by verdict), what it means, the
+    contrasts with their intervals and cells, and the evidence sentence."""
+    out = []
+    for _, part in table.groupby(["claim", "units", "setting"], sort=False):
+        first = part.iloc[0]
+        contrasts = [
+            {
+                "name": row["contrast"],
+                "text": "n/a"
+                if pd.isna(row["estimate"])
+                else f"{row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]",
+            }
+            for _, row in part.iterrows()
+        ]
+        out.append(
+            {
+                "claim": int(first["claim"]),
+                "statement": first["statement"],
+                "units": first["units"],
+                "setting": first["setting"],
+                "verdict": first["verdict"],
+                "css": VERDICT_CSS.get(first["verdict"], "secondary"),
+                "meaning": MEANING.get(first["verdict"], ""),
+                "contrasts": contrasts,
+                "cells": first["cells_note"],
+                "evidence": first["evidence"],
+            }
+        )
+    return out
 
 
-THRESHOLDS = {"invalid": f"{MAX_INVALID_RISE:.0%} points", "inliers": f"{MIN_INLIER_RATIO:.0%}"}
+def settings_rows(config: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """The settings that produced the run as (key, value) rows, nested keys dotted."""
+    rows = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += settings_rows(value, f"{name}.")
+        else:
+            rows.append((name, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
+
+
+THRESHOLDS = {"anomaly": f"{ANOMALY_MARGIN:.0%} points"}

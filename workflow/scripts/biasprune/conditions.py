@@ -3,10 +3,15 @@
 `conditions` (tidy): one row per (unit, method, scope, condition, setting, control, seed, evaluated domain,
 variation) and one per evaluated domain (`level` = domain), with SMD and CI, relative reduction and its
 paired CI, Mann-Whitney p, invalid rate, inlier ratio, KL damage on the neutral prompts, the number and share
-of pruned components; rows of the condition's own mask (control = pruned) carry the mean and SD over seeds
-of their random controls' figures (random_*). Conditions of scope `variation` and `loo` are also pooled per
+of pruned components; rows of the condition's own mask (control = pruned) carry, for each control (random,
+matched, generic), the mean, SD and count over seeds of its figures (`{control}_{figure}_mean|std`,
+`n_{control}`). A mask that prunes nothing is `vacuous`: its measured columns are empty, never 0. Conditions of scope `variation` and `loo` are also pooled per
 domain (`{d}/*`: each variation under its own mask; `{d}/-*`: each variation under the mask of the
 others), the within-context rows of the transfer matrix.
+
+`names`: per condition, control and seed, and for the unpruned answers (control = base), per-name
+(count, sum, sumsq) of the valid answers, answers, and answers inside the unpruned 5-95% band: what the
+findings' paired name bootstrap reads.
 
 `transfer`: the domain-level rows of control = pruned with the selection (rows of the matrix: a domain's
 variation masks, its leave-one-out masks, a domain's common mask, the pool of all other domains) against
@@ -20,11 +25,29 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import PRUNED, condition_domain
-from .metrics import comparison_table
+from .evaluate import CONTROLS, PRUNED, condition_domain
+from .metrics import comparison_table, name_summaries
 
 KEYS = ["unit", "method", "scope", "condition", "setting"]
-RANDOM_FIGURES = ["abs_smd", "reduction", "invalid_rate", "inlier_ratio", "kl"]
+BASE = "base"
+CONTROL_FIGURES = ["abs_smd", "reduction", "abs_change", "invalid_rate", "inlier_ratio", "kl"]
+# What a vacuous mask (nothing pruned) has not measured.
+MEASURED = [
+    "smd",
+    "smd_low",
+    "smd_high",
+    "abs_smd",
+    "reduction",
+    "reduction_low",
+    "reduction_high",
+    "abs_change",
+    "abs_change_low",
+    "abs_change_high",
+    "mwu_p",
+    "invalid_rate",
+    "inlier_ratio",
+    "kl",
+]
 
 
 def total_components(manifest: dict) -> int:
@@ -76,14 +99,31 @@ def _pooled_damage(damage: pd.DataFrame) -> pd.DataFrame:
     return within.groupby([*KEYS, "control", "seed"], as_index=False)["kl"].mean()
 
 
-def _with_random_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Attach to each mask's rows the mean and SD over seeds of its random controls."""
+def _with_control_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Attach to each mask's rows the mean, SD and count over seeds of each of its controls."""
     where = [*KEYS, "domain", "variation", "level"]
-    random = table[table["control"] != PRUNED]
-    summary = random.groupby(where, dropna=False)[RANDOM_FIGURES].agg(["mean", "std"])
-    summary.columns = [f"random_{figure}_{stat}" for figure, stat in summary.columns]
-    summary["n_random"] = random.groupby(where, dropna=False).size()
-    return table.merge(summary.reset_index(), on=where, how="left")
+    for control in CONTROLS:
+        rows = table[table["control"] == control]
+        summary = rows.groupby(where, dropna=False)[CONTROL_FIGURES].agg(["mean", "std"])
+        summary.columns = [f"{control}_{figure}_{stat}" for figure, stat in summary.columns]
+        summary[f"n_{control}"] = rows.groupby(where, dropna=False).size()
+        table = table.merge(summary.reset_index(), on=where, how="left")
+        table[f"n_{control}"] = table[f"n_{control}"].fillna(0).astype(int)
+    return table
+
+
+def names_table(evaluated: Sequence[pd.DataFrame], base: pd.DataFrame) -> pd.DataFrame:
+    """Per-name summaries of every evaluation (and of the unpruned answers, control = base)."""
+    by = [*KEYS, "control", "seed", "in_sample"]
+    parts = [
+        name_summaries(frame, base[base["domain"] == frame["domain"].iloc[0]], by)
+        for frame in evaluated
+        if len(frame)
+    ]
+    unpruned = name_summaries(base, base).assign(
+        **dict.fromkeys(KEYS, ""), control=BASE, seed=-1, in_sample=True
+    )
+    return pd.concat([unpruned[parts[0].columns], *parts], ignore_index=True)
 
 
 def condition_tables(
@@ -94,7 +134,7 @@ def condition_tables(
     groups: Sequence[str],
     metrics: dict,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(conditions, transfer) from every evaluate output (each labelled with unit, method, scope and the
+    """(conditions, transfer, names) from every evaluate output (each labelled with unit, method, scope and the
     prompt labels), every damage table (labelled likewise) and the unpruned answers of every domain."""
     parts = [
         evaluated_table(frame, base[base["domain"] == frame["domain"].iloc[0]], groups, metrics)
@@ -115,10 +155,11 @@ def condition_tables(
     table = table.merge(
         damage[[*KEYS, "control", "seed", "kl"]], on=[*KEYS, "control", "seed"], how="left"
     ).drop(columns="total")
-    table = _with_random_summary(table)
+    table.loc[table["vacuous"], MEASURED] = np.nan
+    table = _with_control_summary(table)
     first = [*KEYS, "control", "seed", "domain", "variation", "level", "in_sample", "vacuous"]
     table = table[first + [c for c in table.columns if c not in first]]
-    return table, transfer_table(table)
+    return table, transfer_table(table), names_table(evaluated, base)
 
 
 def selection_label(scope: str, condition: str) -> str:
@@ -148,13 +189,21 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
         "vacuous",
         "n_pruned",
         "share_pruned",
+        "base_smd",
+        "base_measurable",
+        "smd",
+        "smd_low",
+        "smd_high",
         "abs_smd",
         "base_abs_smd",
+        "abs_change",
+        "abs_change_low",
+        "abs_change_high",
         "reduction",
         "reduction_low",
         "reduction_high",
-        "random_reduction_mean",
-        "random_reduction_std",
+        *[f"{control}_reduction_{stat}" for control in CONTROLS for stat in ("mean", "std")],
+        *[f"n_{control}" for control in CONTROLS],
         "kl",
         "random_kl_mean",
         "invalid_rate",

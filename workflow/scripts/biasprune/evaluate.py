@@ -7,8 +7,11 @@ under each condition that is evaluated there:
 - `domain` `{d}`: on every domain (in-sample on d itself: the paper's within-context result; the rest are
   transfers);
 - `cross` `-{d}`: on d, the domain it was not selected on; with `cross_in_sample` also on the other domains.
-Random controls (same count per matrix or layer) are rebuilt for every seed the manifest lists, from a seed
-derived from (condition, setting, seed), so every job that evaluates a condition draws the same control.
+Controls of a non-empty mask, all with its count per matrix or layer: `random` (uniform over the matrix or
+layer) and `matched` (drawn from the mask's matched pool), rebuilt for every seed the manifest lists from a
+seed derived from (condition, setting, control, seed), so every job that evaluates a condition draws the same
+control; and `generic` (the top components of a group-blind score, stored in the mask file). An empty mask
+has no controls (nothing to match).
 Damage (rule `damage`) is the mean KL(base || pruned) of next-token distributions over every position of
 the name-free neutral prompts.
 """
@@ -31,6 +34,9 @@ from .tokens import chat_prompt
 
 PRUNED = "pruned"
 RANDOM = "random"
+MATCHED = "matched"
+GENERIC = "generic"
+CONTROLS = (RANDOM, MATCHED, GENERIC)
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,8 @@ class Evaluation:
 
     condition: str
     setting: str
-    control: str  # pruned | random
-    seed: int  # the manifest's seed of a random control; -1 for the condition's own mask
+    control: str  # pruned | random | matched | generic
+    seed: int  # the manifest's seed of a random or matched control; -1 for the mask and its generic control
     variations: tuple[str, ...]
     in_sample: bool  # the evaluated prompts were among those the mask was selected on
 
@@ -60,10 +66,22 @@ def _targets(condition: str, scope: str, domain: str, variations: Sequence[str],
     return tuple(variations)
 
 
+def controls(manifest: dict, condition: str, setting: str) -> list[tuple[str, int]]:
+    """(control, seed) of a condition's own mask and of each control evaluated beside it."""
+    entry = manifest["conditions"][condition]
+    if not sum(entry["counts"][setting].values()):
+        return [(PRUNED, -1)]
+    out = [(PRUNED, -1)] + [(RANDOM, seed) for seed in manifest["random_seeds"]]
+    out += [(MATCHED, seed) for seed in manifest.get("matched_seeds", ())]
+    if manifest.get("generic") and isinstance(entry.get("generic", {}).get(setting), int):
+        out.append((GENERIC, -1))
+    return out
+
+
 def evaluations(
     manifest: dict, domain: str, variations: Sequence[str], cross_in_sample: bool = False
 ) -> list[Evaluation]:
-    """Every mask the (scope of `manifest`, `domain`) job evaluates, random controls after their mask."""
+    """Every mask the (scope of `manifest`, `domain`) job evaluates, its controls after it."""
     out = []
     for condition, entry in manifest["conditions"].items():
         targets = _targets(condition, manifest["scope"], domain, variations, cross_in_sample)
@@ -72,24 +90,32 @@ def evaluations(
         selected = set(entry["selection"].get(domain, ()))
         in_sample = any(v in selected for v in targets)
         for setting in manifest["settings"]:
-            out.append(Evaluation(condition, setting, PRUNED, -1, targets, in_sample))
             out += [
-                Evaluation(condition, setting, RANDOM, seed, targets, in_sample)
-                for seed in manifest["random_seeds"]
+                Evaluation(condition, setting, control, seed, targets, in_sample)
+                for control, seed in controls(manifest, condition, setting)
             ]
     return out
 
 
-def random_seed(condition: str, setting: str, seed: int) -> int:
+def random_seed(condition: str, setting: str, seed: int, control: str = RANDOM) -> int:
     """The generator seed of one random control: the same in every job, different across conditions."""
-    return zlib.crc32(f"{condition}|{setting}|{seed}".encode())
+    key = f"{condition}|{setting}|{seed}" + ("" if control == RANDOM else f"|{control}")
+    return zlib.crc32(key.encode())
 
 
-def mask_of(evaluation, manifest: dict, masks: dict, ablation: str = "zero", means=None) -> Mask:
-    """The Mask an evaluation applies (its condition's, or the random control drawn for it)."""
-    keys = masks[evaluation.condition, evaluation.setting]
+def mask_of(evaluation, manifest: dict, masks, ablation: str = "zero", means=None) -> Mask:
+    """The Mask an evaluation applies (its condition's, or the control drawn for it)."""
+    condition, setting = evaluation.condition, evaluation.setting
+    keys = masks[condition, setting]
     if evaluation.control == RANDOM:
-        keys = random_like(keys, random_seed(evaluation.condition, evaluation.setting, evaluation.seed))
+        keys = random_like(keys, random_seed(condition, setting, evaluation.seed))
+    elif evaluation.control == MATCHED:
+        pool = masks.part(condition, setting, "pool")
+        # Weights: the same count per matrix from its pool; units: the same total from the rank band.
+        seed = random_seed(condition, setting, evaluation.seed, MATCHED)
+        keys = random_like(keys, seed, pool, per_key=manifest["unit"] == "weights")
+    elif evaluation.control == GENERIC:
+        keys = masks.part(condition, setting, "generic")
     ablation = ablation if manifest["unit"] == "heads" else "zero"
     return Mask(manifest["unit"], keys, ablation, means or {})
 
@@ -154,8 +180,8 @@ EVAL_SCHEMA = pa.schema(
     [
         ("condition", pa.string()),
         ("setting", pa.string()),
-        ("control", pa.string()),  # pruned | random
-        ("seed", pa.int32()),  # of a random control; -1 for the condition's own mask
+        ("control", pa.string()),  # pruned | random | matched | generic
+        ("seed", pa.int32()),  # of a random or matched control; -1 for the mask and its generic control
         ("in_sample", pa.bool_()),
         ("n_pruned", pa.int64()),  # components the mask removes (0: the unpruned answers, reused)
         *(field for field in ANSWER_SCHEMA if field.name != "grid_probs"),
@@ -235,8 +261,7 @@ def damage_table(
     rows = []
     for condition in manifest["conditions"]:
         for setting in manifest["settings"]:
-            seeds = [(PRUNED, -1)] + [(RANDOM, seed) for seed in manifest["random_seeds"]]
-            for control, seed in seeds:
+            for control, seed in controls(manifest, condition, setting):
                 evaluation = Evaluation(condition, setting, control, seed, (), False)
                 mask = mask_of(evaluation, manifest, masks, ablation, means)
                 kl = 0.0

@@ -90,9 +90,18 @@ def baseline(table: pd.DataFrame):
     return figure
 
 
+def reference_control(frame: pd.DataFrame) -> str:
+    """The control shown beside the masks: matched where the run has it, else uniform random."""
+    matched = "matched_reduction_mean"
+    return "matched" if matched in frame and frame[matched].notna().any() else "random"
+
+
 def before_after(conditions: pd.DataFrame):
-    """Mean |SMD| per generalisation level: unpruned, pruned (with CI), random controls (mean over seeds)."""
+    """|SMD| per evaluated domain and generalisation level: unpruned, pruned, and the reference control (mean
+    over seeds); empty masks are left out (they measure nothing)."""
     rows = levels_table(conditions)
+    rows = rows[~rows["vacuous"]]
+    control = reference_control(rows)
     units = sorted(rows["units"].unique())
     figure, axes = plt.subplots(1, len(units), figsize=(4.2 * len(units), 4), sharey=True, squeeze=False)
     colours = sns.color_palette(PALETTE)
@@ -105,17 +114,15 @@ def before_after(conditions: pd.DataFrame):
             (
                 ("base_abs_smd", "unpruned", colours[7]),
                 ("abs_smd", "pruned", colours[0]),
-                ("random_abs_smd_mean", "random control", colours[1]),
+                (f"{control}_abs_smd_mean", f"{control} control", colours[1]),
             ),
             strict=True,
         ):
             xs = part["generalisation"].map(x) + offset
             axis.scatter(xs, part[column], s=18, color=colour, label=label, alpha=0.85)
-            if column == "abs_smd":
-                axis.vlines(xs, part["abs_smd_low"], part["abs_smd_high"], color=colour, lw=1, alpha=0.6)
         axis.set_xticks(range(len(order)), order, rotation=30, ha="right")
         axis.set_title(unit)
-    axes[0][0].set_ylabel("|SMD| per evaluated domain (95% CI)")
+    axes[0][0].set_ylabel("mean |SMD| per evaluated domain")
     axes[0][-1].legend(loc="upper right", fontsize=8)
     return figure
 
@@ -134,12 +141,17 @@ def transfer(table: pd.DataFrame):
         matrix = part.pivot_table(index="selection", columns="evaluated", values="reduction", aggfunc="first")
         labels = part.assign(
             text=[
-                f"{r:.2f}{'*' if s else ''}\n[{lo:.2f}, {hi:.2f}]" if np.isfinite(r) else "n/a"
-                for r, lo, hi, s in zip(
+                "empty\nmask"
+                if empty
+                else f"{r:.2f}{'*' if s else ''}\n[{lo:.2f}, {hi:.2f}]"
+                if np.isfinite(r)
+                else "n/a"
+                for r, lo, hi, s, empty in zip(
                     part["reduction"],
                     part["reduction_low"],
                     part["reduction_high"],
                     part["in_sample"],
+                    part["vacuous"],
                     strict=True,
                 )
             ]
@@ -233,19 +245,19 @@ def units_by_level(conditions: pd.DataFrame):
     """Mean relative reduction per generalisation level, one line per unit and method (the paper's second
     and third claims side by side), with the random controls dashed."""
     rows = levels_table(conditions)
-    summary = rows.groupby(["units", "generalisation"], as_index=False)[
-        ["reduction", "random_reduction_mean"]
-    ].mean()
+    rows = rows[~rows["vacuous"]]
+    control = f"{reference_control(rows)}_reduction_mean"
+    summary = rows.groupby(["units", "generalisation"], as_index=False)[["reduction", control]].mean()
     summary["order"] = summary["generalisation"].map(LEVELS.index)
     summary = summary.sort_values("order")
     figure, axis = plt.subplots(figsize=(7, 4))
     colours = dict(zip(sorted(summary["units"].unique()), sns.color_palette(PALETTE), strict=False))
     for unit, part in summary.groupby("units"):
         axis.plot(part["order"], part["reduction"], "o-", color=colours[unit], label=unit)
-        axis.plot(part["order"], part["random_reduction_mean"], "x--", color=colours[unit], alpha=0.6)
+        axis.plot(part["order"], part[control], "x--", color=colours[unit], alpha=0.6)
     axis.axhline(0, color="black", lw=0.8)
     axis.set_xticks(range(len(LEVELS)), LEVELS, rotation=25, ha="right")
-    axis.set_ylabel("mean relative reduction of |SMD|\n(dashed: random controls)")
+    axis.set_ylabel(f"mean relative reduction of |SMD|\n(dashed: {control.split('_')[0]} controls)")
     axis.legend(fontsize=8)
     return figure
 

@@ -2,20 +2,27 @@
 
 Conditions (names inside a mask file):
 - scope `variation`: `{domain}/{variation}`, selected on that variation's prompts;
-- scope `loo`: `{domain}/-{variation}`, the intersection of the domain's other variations' masks (the
-  paper's within-context generalisation; domains with one variation have none);
-- scope `domain`: `{domain}`, the intersection over the domain's variations (the paper's "common" set);
-- scope `cross`: `-{domain}`, the intersection of every other domain's `domain` mask (the pool of all
-  domains but the evaluated one). A `domain` mask evaluated on another domain is the one-domain transfer.
+- scope `loo`: `{domain}/-{variation}`, selected on the domain's other variations (the paper's
+  within-context generalisation; domains with one variation have none);
+- scope `domain`: `{domain}`, selected on all of the domain's variations (the paper's "common" set);
+- scope `cross`: `-{domain}`, selected on every variation of every other domain. A `domain` mask
+  evaluated on another domain is the one-domain transfer.
+Several variations are combined by the unit's `common` rule: `intersection` (the paper's weights: selected
+in every variation), `majority` (in at least half) or, for heads, `frequency` (the authors': the K heads most
+frequent across the variations' top-K lists, ties broken by the summed score).
 Each condition holds one mask per setting (a tau pair and direction for weights, a fraction of units, a
-share of heads). Random controls are not stored: `selection.random_like(mask, seed)` rebuilds them from the
-counts for every seed the manifest lists.
+share of heads), and beside it two controls: its matched `pool` (weights: the selected group's top-tau
+set, the same rule over the variations; units: the 2K units ranked just below the mask) and its `generic`
+control (as many components by a group-blind score: pooled Wanda, pooled attention mass; omitted where it
+equals the mask, as for the paper's head score, which is already the sum over both groups). Random draws
+are not stored: `selection.random_like(mask, seed[, pool])` rebuilds them for every seed the manifest lists.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,7 +31,16 @@ import torch
 from .errors import ConfigError
 from .io import config_hash
 from .models import LINEAR_INPUTS, LINEARS, ModelAdapter
-from .selection import intersect, top_k, wanda_set_difference
+from .selection import (
+    intersect,
+    majority,
+    most_frequent,
+    next_band,
+    top_fraction,
+    top_k,
+    top_like,
+    wanda_set_difference,
+)
 
 SCOPES = ("variation", "loo", "domain", "cross")
 
@@ -89,6 +105,21 @@ def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> d
     return top_k(ranking, max(1, round(float(value) * total)))
 
 
+def _blind(unit: str, method: str, scores: pd.DataFrame, groups, statistic: str):
+    """{variation: {layer: group-blind score}} for the generic control (None where a method has none): the
+    pooled attention mass (the paper's `sum`), the mean activation or effect over both groups."""
+    if method == "name_attention":
+        return _vectors(scores, "sum") or None
+    name = {"activation": "mean", "attribution": "effect_mean"}.get(method)
+    per_group = [_vectors(scores, name, group) for group in groups] if name else [{}, {}]
+    if not per_group[0] or not per_group[1]:
+        return None
+    return {
+        v: {k: ((per_group[0][v][k] + per_group[1][v][k]) / 2).abs() for k in layers}
+        for v, layers in per_group[0].items()
+    }
+
+
 def _norms(scores: pd.DataFrame) -> dict[tuple, torch.Tensor]:
     """{(variation, layer, site, group): ||X_j||} of a weights/wanda score table."""
     rows = scores[scores["statistic"] == "norm"]
@@ -98,41 +129,77 @@ def _norms(scores: pd.DataFrame) -> dict[tuple, torch.Tensor]:
     }
 
 
-def select_weights(weight, norms: dict, variation: str, layer: int, linear: str, groups, setting: str):
-    """The paper's prune set of one matrix: top-tau of one group's Wanda score minus top-tau of the other's."""
+@dataclass(frozen=True)
+class Candidate:
+    """What one variation contributes to a condition: its mask, the pool it was chosen from (weights: the
+    selected group's top-tau set), its ranking (units) and a group-blind score (the generic control)."""
+
+    mask: dict[str, torch.Tensor]
+    pool: dict[str, torch.Tensor] | None = None
+    ranking: dict[str, torch.Tensor] | None = None
+    blind: dict[str, torch.Tensor] | None = None
+
+
+def weight_candidate(weight, norms: dict, variation: str, layer: int, linear: str, groups, setting: str):
+    """The paper's prune set of one matrix (top-tau of one group's Wanda score minus top-tau of the other's),
+    the pool it comes from, and the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs."""
     parts = _parse(setting)
     tau_select, tau_protect = (float(x) for x in parts["tau"].split(","))
     reference, focal = groups
     chosen, protected = (focal, reference) if parts["select"] == "focal" else (reference, focal)
-    site = LINEAR_INPUTS[linear]
-    return wanda_set_difference(
-        weight,
-        norms[variation, layer, site, chosen],
-        norms[variation, layer, site, protected],
-        tau_select,
-        tau_protect,
-    )
+    site, key = LINEAR_INPUTS[linear], f"{layer}.{linear}"
+    select, protect = norms[variation, layer, site, chosen], norms[variation, layer, site, protected]
+    mask = wanda_set_difference(weight, select, protect, tau_select, tau_protect)
+    pool = top_fraction(weight.abs().float() * select[None, :], tau_select)
+    blind = weight.abs().float() * (select.square() + protect.square()).sqrt()[None, :]
+    return Candidate({key: mask}, {key: pool}, None, {key: blind})
 
 
-def scope_conditions(scope: str, per_variation: dict[str, dict[str, dict]]) -> dict[str, tuple[dict, dict]]:
-    """{condition: (selection {domain: [variations]}, mask)} for one setting; per_variation[domain][variation]."""
-    domains = {d: intersect(v.values()) for d, v in per_variation.items()}
+def _sum(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor] | None:
+    if any(part is None for part in parts):
+        return None
+    return {key: sum(part[key].double() for part in parts) for key in parts[0]}
+
+
+RULES = {"intersection": intersect, "majority": majority}
+
+
+def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dict | None]:
+    """(mask, matched pool, generic control) of a condition selected on these variations' candidates.
+
+    One candidate: its own mask. Several: the configured rule (intersection, majority, or for units the K
+    most frequent, ties by summed score). The matched pool of weights is the same rule over the variations'
+    pools (it contains the mask); of units, the band ranked just below the mask by the summed score."""
+    masks = [c.mask for c in candidates]
+    ranking = _sum([c.ranking for c in candidates])
+    if len(masks) == 1:
+        mask = masks[0]
+    elif rule == "frequency":
+        mask = most_frequent(masks, ranking, int(sum(int(v.sum()) for v in masks[0].values())))
+    else:
+        mask = RULES[rule](masks)
+    if candidates[0].pool is not None:
+        pools = [c.pool for c in candidates]
+        pool_rule = RULES["majority" if rule == "majority" else "intersection"]
+        pool = pools[0] if len(pools) == 1 else pool_rule(pools)
+    else:
+        pool = next_band(mask, ranking)
+    blind = _sum([c.blind for c in candidates])
+    return mask, pool, None if blind is None else top_like(mask, blind)
+
+
+def scope_selections(scope: str, variations: dict[str, Sequence[str]]) -> dict[str, dict[str, list[str]]]:
+    """{condition: {domain: [variations it is selected on]}} of one scope (see the module docstring)."""
     out = {}
-    for domain, variations in per_variation.items():
+    for domain, names in variations.items():
         if scope == "variation":
-            out |= {f"{domain}/{v}": ({domain: [v]}, m) for v, m in variations.items()}
-        elif scope == "loo" and len(variations) > 1:
-            for held in variations:
-                rest = [v for v in variations if v != held]
-                out[f"{domain}/-{held}"] = ({domain: rest}, intersect(variations[v] for v in rest))
+            out |= {f"{domain}/{v}": {domain: [v]} for v in names}
+        elif scope == "loo" and len(names) > 1:
+            out |= {f"{domain}/-{held}": {domain: [v for v in names if v != held]} for held in names}
         elif scope == "domain":
-            out[domain] = ({domain: list(variations)}, domains[domain])
-        elif scope == "cross" and len(per_variation) > 1:
-            others = [d for d in per_variation if d != domain]
-            out[f"-{domain}"] = (
-                {d: list(per_variation[d]) for d in others},
-                intersect(domains[d] for d in others),
-            )
+            out[domain] = {domain: list(names)}
+        elif scope == "cross" and len(variations) > 1:
+            out[f"-{domain}"] = {d: list(v) for d, v in variations.items() if d != domain}
     return out
 
 
@@ -158,6 +225,10 @@ def check_shapes(manifest: dict, model, file) -> None:
             raise ConfigError(file, f"shapes.{key}", f"the model's shape {expected}", list(shape))
 
 
+def _count(mask: dict | None) -> int:
+    return int(sum(int(value.sum()) for value in mask.values())) if mask else 0
+
+
 def build_masks(
     unit: str,
     method: str,
@@ -168,52 +239,77 @@ def build_masks(
     baseline: pd.DataFrame | None = None,
     model=None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Every condition of one scope for one unit and method: packed tensors and the manifest.
+    """Every condition of one scope for one unit and method, with each condition's matched pool and generic
+    control: packed tensors and the manifest.
 
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
-    matrix's masks for every variation, never a whole model's.
+    matrix's candidates for every variation, never a whole model's.
     """
     tensors, conditions, shapes = {}, {}, {}
+    rule = parameters.get("common", "intersection")
+    variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
+    selections = scope_selections(scope, variations)
 
-    def record(setting: str, per_variation: dict) -> None:
-        for name, (selection, mask) in scope_conditions(scope, per_variation).items():
-            entry = conditions.setdefault(name, {"selection": selection, "counts": {}})
-            entry["counts"].setdefault(setting, {}).update(
-                {key: int(value.sum()) for key, value in mask.items()}
+    def record(setting: str, candidates: dict[tuple[str, str], Candidate]) -> None:
+        for name, selection in selections.items():
+            chosen = [candidates[d, v] for d, names in selection.items() for v in names]
+            mask, pool, generic = combine(chosen, rule)
+            entry = conditions.setdefault(
+                name, {"selection": selection, "counts": {}, "pool": {}, "generic": {}}
+            )
+            entry["counts"].setdefault(setting, {}).update({key: int(v.sum()) for key, v in mask.items()})
+            entry["pool"][setting] = entry["pool"].get(setting, 0) + _count(pool)
+            # A unit mask is built in one call: a generic control equal to it is recorded, not evaluated.
+            same = (
+                unit != "weights"
+                and generic is not None
+                and all(torch.equal(generic[k], mask[k]) for k in mask)
+            )
+            kept = generic is not None and not same
+            entry["generic"][setting] = (
+                entry["generic"].get(setting, 0) + _count(generic)
+                if kept
+                else ("identical" if same else None)
             )
             shapes.update({key: list(value.shape) for key, value in mask.items()})
-            tensors.update({f"{name}|{setting}|{key}": value for key, value in pack(mask).items()})
+            parts = {"": mask, "|pool": pool} | ({"|generic": generic} if kept else {})
+            for suffix, part in parts.items():
+                tensors.update({f"{name}|{setting}|{key}{suffix}": v for key, v in pack(part).items()})
 
     for setting in settings(unit, parameters):
         if unit != "weights":
             statistic = parameters.get("statistic", "sum")
-            per_variation = {}
+            candidates = {}
             for domain, table in scores.items():
                 rankings = unit_rankings(unit, method, domain, table, baseline, statistic)
-                per_variation[domain] = {v: select_units(r, unit, setting) for v, r in rankings.items()}
-            record(setting, per_variation)
+                blind = _blind(unit, method, table, groups, statistic)
+                for v, ranking in rankings.items():
+                    candidates[domain, v] = Candidate(
+                        select_units(ranking, unit, setting), None, ranking, blind[v] if blind else None
+                    )
+            record(setting, candidates)
             continue
         adapter = ModelAdapter.of(model)
         norms = {domain: _norms(table) for domain, table in scores.items()}
-        variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
         for layer in range(adapter.n_layers):
             for linear in LINEARS:
-                weight, key = adapter.linear(layer, linear).weight.detach(), f"{layer}.{linear}"
-                per_variation = {
-                    domain: {
-                        v: {key: select_weights(weight, norms[domain], v, layer, linear, groups, setting)}
-                        for v in names
-                    }
+                weight = adapter.linear(layer, linear).weight.detach()
+                candidates = {
+                    (domain, v): weight_candidate(weight, norms[domain], v, layer, linear, groups, setting)
                     for domain, names in variations.items()
+                    for v in names
                 }
-                record(setting, per_variation)
+                record(setting, candidates)
     manifest = {
         "unit": unit,
         "method": method,
         "scope": scope,
+        "common": rule if scope != "variation" else "single",
         "groups": list(groups),
         "settings": settings(unit, parameters),
         "random_seeds": list(range(parameters["random_seeds"])),
+        "matched_seeds": list(range(parameters.get("matched_seeds", 0))),
+        "generic": bool(parameters.get("generic", False)),
         "conditions": conditions,
         "shapes": shapes,
         "config_hash": config_hash({"unit": unit, "method": method, "scope": scope, **parameters}),
@@ -230,22 +326,28 @@ class MaskFile(Mapping):
 
         self._file = safe_open(str(path), framework="pt")
         self._shapes = manifest["shapes"]
-        self._names: dict[tuple[str, str], list[str]] = {}
+        self._names: dict[tuple[str, str, str], list[str]] = {}
         for name in self._file.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-            condition, setting, _ = name.split("|")
-            self._names.setdefault((condition, setting), []).append(name)
+            condition, setting, _, *part = name.split("|")
+            self._names.setdefault((condition, setting, part[0] if part else "mask"), []).append(name)
 
-    def __getitem__(self, item: tuple[str, str]) -> dict[str, torch.Tensor]:
+    def part(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
+        """A condition's `mask`, its matched `pool` or its `generic` control ({} where there is none)."""
         return {
             name.split("|")[2]: unpack(self._file.get_tensor(name), self._shapes[name.split("|")[2]])
-            for name in self._names[item]
+            for name in self._names.get((condition, setting, part), ())
         }
 
+    def __getitem__(self, item: tuple[str, str]) -> dict[str, torch.Tensor]:
+        if (*item, "mask") not in self._names:
+            raise KeyError(item)
+        return self.part(*item, "mask")
+
     def __iter__(self):
-        return iter(self._names)
+        return iter([(c, s) for c, s, part in self._names if part == "mask"])
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(list(iter(self)))
 
 
 def load_masks(path, model=None) -> tuple[dict, MaskFile]:

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_indices, bootstrap_smd, mann_whitney_p, percentile_interval, smd
+from .stats import (
+    bootstrap_indices,
+    bootstrap_smd,
+    mann_whitney_p,
+    name_sums,
+    percentile_interval,
+    permutation_abs_smd,
+    permutation_p,
+    smd,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +44,17 @@ def _group_summary(frame: pd.DataFrame, suffix: str) -> dict:
 
 
 def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], draws):
-    """Valid values of each group, the SMD and its bootstrap resamples (names drawn by `draws`)."""
+    """Valid values of each group, the SMD, its bootstrap resamples (names drawn by `draws`) and the
+    per-name (count, sum, sumsq) triples, reference names first."""
     per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
     reference, focal = (np.concatenate(values) for values in per_name)
-    return reference, focal, smd(reference, focal), bootstrap_smd(*per_name, indices=draws)
+    sums = np.concatenate([name_sums(values) for values in per_name])
+    return reference, focal, smd(reference, focal), bootstrap_smd(*per_name, indices=draws), sums
+
+
+def measurable(low: float, high: float) -> bool:
+    """A baseline gap is measurable when its signed-SMD interval excludes 0."""
+    return bool(low > 0 or high < 0)
 
 
 def _draws(names: dict, groups: Sequence[str], resamples: int, seed: int, domain: str):
@@ -59,26 +75,28 @@ def bias_table(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    permutations: int = 2000,
 ) -> pd.DataFrame:
     """One row per (domain, variation) and one per domain (mean |SMD| over its variations).
 
     `answers` has one row per answer with domain, variation, name, race, value, valid, reason.
     SMD = (mean of groups[0] - mean of groups[1]) / pooled SD over all valid answers of the variation;
-    CIs resample names within each group (the same resampled names for every variation of a domain).
-    Invalid answers are excluded from the statistics and counted per group.
+    CIs resample names within each group (the same resampled names for every variation of a domain), and
+    `measurable` says whether the signed interval excludes 0. |SMD| (and the domain's mean |SMD|) is tested
+    against a permutation null, race labels permuted over the names (`abs_smd_p`): a percentile interval of
+    |SMD| never contains 0 and is not shown. Invalid answers are excluded and counted per group.
     """
     reference, focal = groups
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
         names = _names(frame, groups)
         draws = _draws(names, groups, resamples, seed, domain)
-        resampled = []
+        sums = []
         for variation, part in frame.groupby("variation", sort=False):
             ref_part, focal_part = part[part["race"] == reference], part[part["race"] == focal]
-            ref_values, focal_values, value, boots = _variation_stats(part, names, groups, draws)
-            resampled.append(boots)
+            ref_values, focal_values, value, boots, name_sums_ = _variation_stats(part, names, groups, draws)
+            sums.append(name_sums_)
             low, high = percentile_interval(boots, confidence)
-            abs_low, abs_high = percentile_interval(np.abs(boots), confidence)
             if not np.isfinite(value):
                 log.warning(
                     "%s / %s: no SMD (valid answers: %d vs %d)",
@@ -97,18 +115,20 @@ def bias_table(
                     "smd": value,
                     "smd_low": low,
                     "smd_high": high,
+                    "measurable": measurable(low, high),
                     "abs_smd": abs(value),
-                    "abs_smd_low": abs_low,
-                    "abs_smd_high": abs_high,
                     "mwu_p": mann_whitney_p(ref_values, focal_values),
                 }
             )
-        variation_rows = rows[-len(resampled) :]
+        variation_rows = rows[-len(sums) :]
+        labels = np.arange(len(names[reference]) + len(names[focal])) < len(names[reference])
+        observed, permuted = permutation_abs_smd(np.stack(sums), labels, permutations, seed)
+        for row, p in zip(variation_rows, permutation_p(observed, permuted), strict=True):
+            row["abs_smd_p"] = float(p)
         smds = np.array([row["smd"] for row in variation_rows])
-        with warnings.catch_warnings():  # resamples where no variation has an SMD stay NaN
+        with warnings.catch_warnings():  # permutations where no variation has an SMD stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            boots_mean = np.nanmean(np.abs(np.stack(resampled)), axis=0)
-        low, high = percentile_interval(boots_mean, confidence)
+            mean_p = permutation_p(np.nanmean(observed), np.nanmean(permuted, axis=1))
         summary = {
             "domain": domain,
             "variation": None,
@@ -118,9 +138,9 @@ def bias_table(
             "smd": np.nan,
             "smd_low": np.nan,
             "smd_high": np.nan,
+            "measurable": bool(any(row["measurable"] for row in variation_rows)),
             "abs_smd": float(np.nanmean(np.abs(smds))) if np.isfinite(smds).any() else np.nan,
-            "abs_smd_low": low,
-            "abs_smd_high": high,
+            "abs_smd_p": float(mean_p),
             "mwu_p": np.nan,
         }
         # Means over variations of different scale (a chair and a car) mean nothing: left empty.
@@ -151,12 +171,45 @@ def _reduction(pruned, base) -> np.ndarray:
         return 1 - np.abs(pruned) / np.abs(base)
 
 
-def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=(5, 95)) -> float:
-    """Share of pruned answers inside the unpruned answers' 5-95% percentile band."""
+BAND = (5, 95)
+
+
+def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=BAND) -> float:
+    """Share of pruned answers inside the unpruned answers' 5-95% percentile band (the unpruned answers
+    themselves score below 1 against it: 0.875 at n = 32; compare with that, never with a constant)."""
     if len(pruned) == 0 or len(base) == 0:
         return np.nan
     low, high = np.percentile(base, band)
     return float(((pruned >= low) & (pruned <= high)).mean())
+
+
+def name_summaries(answers: pd.DataFrame, base: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Per (`by`..., domain, variation, name, race): answers, valid answers, sum and sum of squares of the
+    valid values, and how many valid values lie inside the unpruned answers' 5-95% band of the variation.
+    Everything the findings' name bootstrap needs, as (count, sum, sumsq) are for the SMD."""
+    valid = base[base["valid"]]
+    bands = valid.groupby(["domain", "variation"])["value"].quantile([BAND[0] / 100, BAND[1] / 100])
+    bands = bands.unstack().set_axis(["band_low", "band_high"], axis=1).reset_index()
+    frame = answers.merge(bands, on=["domain", "variation"], how="left")
+    value = frame["value"].where(frame["valid"])
+    frame = frame.assign(
+        n_valid=frame["valid"].astype(int),
+        total=value.fillna(0),
+        total_sq=value.fillna(0) ** 2,
+        n_inlier=(frame["valid"] & (value >= frame["band_low"]) & (value <= frame["band_high"])).astype(int),
+    )
+    keys = [*by, "domain", "variation", "name", "race"]
+    return (
+        frame.groupby(keys, sort=False, dropna=False)
+        .agg(
+            n_answers=("valid", "size"),
+            n_valid=("n_valid", "sum"),
+            total=("total", "sum"),
+            total_sq=("total_sq", "sum"),
+            n_inlier=("n_inlier", "sum"),
+        )
+        .reset_index()
+    )
 
 
 def comparison_table(
@@ -179,8 +232,8 @@ def comparison_table(
     rows, boots, base_boots = [], [], []
     for variation, part in pruned.groupby("variation", sort=False):
         base_part = base[base["variation"] == variation]
-        ref_values, focal_values, value, resampled = _variation_stats(part, names, groups, draws)
-        *_, base_value, base_resampled = _variation_stats(base_part, names, groups, draws)
+        ref_values, focal_values, value, resampled, _ = _variation_stats(part, names, groups, draws)
+        *_, base_value, base_resampled, _ = _variation_stats(base_part, names, groups, draws)
         boots.append(resampled)
         base_boots.append(base_resampled)
         valid, base_valid = part.loc[part["valid"], "value"], base_part.loc[base_part["valid"], "value"]
@@ -196,15 +249,17 @@ def comparison_table(
                 "smd_low": smd_low,
                 "smd_high": smd_high,
                 "abs_smd": abs(value),
+                "base_smd": base_value,
+                "base_abs_smd": abs(base_value),
+                "base_measurable": measurable(*percentile_interval(base_resampled, confidence)),
+                "abs_change": abs(value) - abs(base_value),
                 **dict(
                     zip(
-                        ("abs_smd_low", "abs_smd_high"),
-                        percentile_interval(np.abs(resampled), confidence),
+                        ("abs_change_low", "abs_change_high"),
+                        percentile_interval(np.abs(resampled) - np.abs(base_resampled), confidence),
                         strict=True,
                     )
                 ),
-                "base_smd": base_value,
-                "base_abs_smd": abs(base_value),
                 "reduction": float(_reduction(value, base_value)),
                 "reduction_low": reduction_low,
                 "reduction_high": reduction_high,
@@ -219,7 +274,7 @@ def comparison_table(
         warnings.simplefilter("ignore", RuntimeWarning)
         abs_smd, base_abs = np.nanmean(frame["abs_smd"]), np.nanmean(frame["base_abs_smd"])
     low, high = percentile_interval(_reduction(_mean_abs(boots), _mean_abs(base_boots)), confidence)
-    abs_low, abs_high = percentile_interval(_mean_abs(boots), confidence)
+    change_low, change_high = percentile_interval(_mean_abs(boots) - _mean_abs(base_boots), confidence)
     evaluated = base[base["variation"].isin(frame["variation"])]
     summary = {
         "domain": domain,
@@ -227,9 +282,11 @@ def comparison_table(
         "level": "domain",
         "n_answers": len(pruned),
         "abs_smd": abs_smd,
-        "abs_smd_low": abs_low,
-        "abs_smd_high": abs_high,
         "base_abs_smd": base_abs,
+        "base_measurable": bool(frame["base_measurable"].any()),
+        "abs_change": abs_smd - base_abs,
+        "abs_change_low": change_low,
+        "abs_change_high": change_high,
         "reduction": float(_reduction(abs_smd, base_abs)),
         "reduction_low": low,
         "reduction_high": high,

@@ -1,5 +1,7 @@
-"""Choosing what to prune from scores: the paper's Wanda set difference, top-k of units, intersections
-across variations, and random controls of the same size. Pure functions on tensors."""
+"""Choosing what to prune from scores: the paper's Wanda set difference, top-k of units, the rules that
+combine variations into a general mask (intersection, majority, the K most frequent), and the controls of a
+mask (uniform or pool-matched random components of the same count, the generic top components of a
+group-blind score). Pure functions on tensors."""
 
 from __future__ import annotations
 
@@ -56,17 +58,88 @@ def top_k(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
 
 
 def intersect(masks: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Components selected in every mask (the paper's 'common' set across variations)."""
+    """Components selected in every mask (the paper's 'common' set of weights across variations)."""
     masks = list(masks)
     return {key: torch.stack([mask[key] for mask in masks]).all(0) for key in masks[0]}
 
 
-def random_like(mask: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """A random control: the same number of components per key (matrix or layer), chosen uniformly."""
+def majority(masks: Iterable[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Components selected in at least half of the masks (never empty by construction, unlike intersect)."""
+    masks = list(masks)
+    return {
+        key: 2 * torch.stack([mask[key] for mask in masks]).sum(0, dtype=torch.int32) >= len(masks)
+        for key in masks[0]
+    }
+
+
+def most_frequent(
+    masks: Iterable[dict[str, torch.Tensor]], scores: dict[str, torch.Tensor], k: int
+) -> dict[str, torch.Tensor]:
+    """The k components selected most often across the masks, ties broken by the summed score (the authors'
+    general head set: the 40 heads most frequent across the training items' lists)."""
+    masks = list(masks)
+    counts = {key: torch.stack([m[key] for m in masks]).sum(0, dtype=torch.float64) for key in masks[0]}
+    # Frequencies are integers: scaling them above any summed score makes the score decide only ties.
+    scale = 1 + 2 * max(float(_never_nan(s).abs().max()) for s in scores.values())
+    return top_k({key: counts[key] * scale + _never_nan(scores[key]).double() for key in counts}, k)
+
+
+def random_like(
+    mask: dict[str, torch.Tensor],
+    seed: int,
+    pool: dict[str, torch.Tensor] | None = None,
+    per_key: bool = True,
+) -> dict[str, torch.Tensor]:
+    """A random control of the mask's size, drawn uniformly from the whole key or, for a matched control,
+    from `pool` (the components the mask was chosen among). `per_key`: the same count in every key (matrix
+    or layer); otherwise the same total over all keys (a unit pool is a rank band across layers)."""
     generator = torch.Generator().manual_seed(seed)
+    keys = sorted(mask)
+    groups = [[key] for key in keys] if per_key else [keys]
     out = {}
-    for key in sorted(mask):
-        chosen = torch.zeros(mask[key].numel(), dtype=torch.bool)
-        chosen[torch.randperm(mask[key].numel(), generator=generator)[: int(mask[key].sum())]] = True
-        out[key] = chosen.view(mask[key].shape)
+    for group in groups:
+        count = sum(int(mask[key].sum()) for key in group)
+        sizes = [mask[key].numel() for key in group]
+        allowed = torch.cat(
+            [
+                torch.ones(size, dtype=torch.bool) if pool is None else pool[key].flatten()
+                for key, size in zip(group, sizes, strict=True)
+            ]
+        )
+        candidates = allowed.nonzero().flatten()
+        if count > len(candidates):
+            raise ValueError(f"{group[0]}: {count} components to draw from a pool of {len(candidates)}")
+        chosen = torch.zeros(sum(sizes), dtype=torch.bool)
+        chosen[candidates[torch.randperm(len(candidates), generator=generator)[:count]]] = True
+        for key, part in zip(group, chosen.split(sizes), strict=True):
+            out[key] = part.view(mask[key].shape)
     return out
+
+
+def top_like(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The generic (non-targeted) control: per key, as many components as the mask holds there, the ones
+    with the largest group-blind score."""
+    out = {}
+    for key, value in mask.items():
+        flat, count = _never_nan(scores[key].flatten()), int(value.sum())
+        chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+        if count:
+            chosen[torch.topk(flat, count, sorted=False).indices] = True
+        out[key] = chosen.view(value.shape)
+    return out
+
+
+def next_band(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor], width: int = 2):
+    """The matched pool of a unit mask: the `width` x |mask| units ranked just below the mask by the same
+    score (over all layers), the band a size-matched control draws from."""
+    total = int(sum(int(v.sum()) for v in mask.values()))
+    size = sum(v.numel() for v in mask.values())
+    if total == 0:
+        return {key: torch.zeros_like(value) for key, value in mask.items()}
+    ranked = {key: scores[key].float().masked_fill(mask[key], -torch.inf) for key in mask}
+    band = top_k(ranked, min(width * total, size - total)) if size > total else None
+    return (
+        {key: band[key] & ~mask[key] for key in mask}
+        if band
+        else {k: torch.zeros_like(v) for k, v in mask.items()}
+    )

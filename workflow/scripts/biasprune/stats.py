@@ -32,14 +32,14 @@ def smd(reference: np.ndarray, focal: np.ndarray) -> float:
     return float((reference.mean() - focal.mean()) / sd)
 
 
-def _name_sums(per_name: Sequence[np.ndarray]) -> np.ndarray:
+def name_sums(per_name: Sequence[np.ndarray]) -> np.ndarray:
     """(count, sum, sum of squares) of each name's answers: enough to pool any resample of names."""
     return np.array(
         [[len(v), np.sum(v), np.sum(np.square(v))] for v in map(np.asarray, per_name)], dtype=float
     )
 
 
-def _smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
+def smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
     """SMD of pooled (count, sum, sumsq) triples; arrays of shape (..., 3)."""
     n_r, s_r, q_r = np.moveaxis(reference, -1, 0)
     n_f, s_f, q_f = np.moveaxis(focal, -1, 0)
@@ -72,9 +72,9 @@ def bootstrap_smd(
     Names (not answers) are resampled within each group: answers of one name are not independent, and
     resampling answers would understate the uncertainty.
     """
-    ref, foc = _name_sums(reference), _name_sums(focal)
+    ref, foc = name_sums(reference), name_sums(focal)
     ref_index, foc_index = indices or bootstrap_indices(len(ref), len(foc), resamples, seed)
-    return _smd_from_sums(ref[ref_index].sum(1), foc[foc_index].sum(1))
+    return smd_from_sums(ref[ref_index].sum(1), foc[foc_index].sum(1))
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -107,3 +107,30 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     z = (abs(u - n_a * n_b / 2) - 0.5) / math.sqrt(variance)
     return float(min(1.0, math.erfc(max(z, 0) / math.sqrt(2))))
+
+
+def permutation_abs_smd(
+    sums: np.ndarray, is_reference: np.ndarray, permutations: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """|SMD| of the observed labels and of `permutations` relabellings of the names.
+
+    `sums`: (variations, names, 3) per-name (count, sum, sumsq) triples, names in the same order in every
+    variation; `is_reference`: (names,) bool. Race labels are permuted over names, the same permutation for
+    every variation of the set (a name keeps its answers across variations), so group sizes stay fixed.
+    Returns observed (variations,) and permuted (permutations, variations)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(is_reference, bool)
+    permuted = np.stack([rng.permutation(labels) for _ in range(permutations)]).astype(float)  # (P, names)
+    total = sums.sum(1)  # (variations, 3)
+    reference = np.einsum("pn,vnk->pvk", permuted, sums)
+    observed_ref = np.einsum("n,vnk->vk", labels.astype(float), sums)
+    observed = np.abs(smd_from_sums(observed_ref, total - observed_ref))
+    return observed, np.abs(smd_from_sums(reference, total - reference))
+
+
+def permutation_p(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
+    """One-sided p of a statistic against its permutation draws, (1 + #{draw >= observed}) / (1 + draws);
+    NaN where the observed statistic is undefined. `permuted`: (draws, ...) matching `observed`."""
+    with np.errstate(invalid="ignore"):
+        hits = (np.nan_to_num(permuted, nan=-np.inf) >= observed - 1e-12 * np.abs(observed)).sum(0)
+    return np.where(np.isfinite(observed), (1 + hits) / (1 + len(permuted)), np.nan)

@@ -215,13 +215,21 @@ class Study:
         }
 
     def mask_parameters(self, unit: str, scope: str) -> dict:
-        """The `masks` settings one unit's masks of one scope read: its own section and the random controls
-        (none at scopes outside `random_scopes`)."""
+        """The `masks` settings one unit's masks of one scope read: its own section (without the rule that
+        combines variations at the `variation` scope, which has one) and its controls (none at scopes outside
+        `random_scopes`)."""
         masks = self.config["masks"]
-        seeds = masks["random_seeds"] if scope in masks["random_scopes"] else 0
+        controlled = scope in masks["random_scopes"]
         # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
         section = {key: value for key, value in masks[unit].items() if value != []}
-        return {**section, "random_seeds": seeds}
+        if scope == "variation":
+            section.pop("common", None)
+        return {
+            **section,
+            "random_seeds": masks["random_seeds"] if controlled else 0,
+            "matched_seeds": masks["matched_seeds"] if controlled else 0,
+            "generic": masks["generic"] and controlled,
+        }
 
     def model_source(self, key: str) -> dict:
         """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
