@@ -187,5 +187,5 @@ def test_no_head_setting_at_all(workdir):
     run_fails_with(
         workdir,
         "config/config.yaml: masks.heads: expected at least one setting in share or k, "
-        "got {'k': [], 'share': [], 'statistic': 'sum'}",
+        "got {'common': 'frequency', 'k': [], 'share': [], 'statistic': 'sum'}",
     )

@@ -119,14 +119,28 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
         ("purchase", "purchase", True),
     ]
     assert cells["random_reduction_mean"].notna().all() and cells["kl"].notna().all()
+    # Head masks by frequency are never empty; their matched control ran, the generic one is the mask itself.
+    assert (~cells["vacuous"]).all() and cells["matched_reduction_mean"].notna().all()
+    assert (cells["n_generic"] == 0).all()
     conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
     assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
-    assert set(conditions["control"]) == {"pruned", "random"}
+    assert set(conditions["control"]) == {"pruned", "random", "matched", "generic"}
+    # A weight mask lies inside its matched pool in every matrix (the intersection of the selected group's
+    # top-tau sets), and its generic control prunes as many entries per matrix.
+    manifest, masks = load_masks(workdir / "results/tiny/masks/weights/wanda/domain.safetensors")
+    for condition, setting in masks:
+        mask, pool = masks[condition, setting], masks.part(condition, setting, "pool")
+        generic = masks.part(condition, setting, "generic")
+        assert all(not (mask[k] & ~pool[k]).any() for k in mask)
+        assert all(int(generic[k].sum()) == int(mask[k].sum()) for k in mask)
     # The appendix and the Snakemake report of the same run.
     html = (workdir / "reports/tiny/appendix.html").read_text()
     assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
     findings = pd.read_csv(workdir / "reports/tiny/tables/findings.csv")
     assert set(findings["claim"]) == {1, 2, 3, 4}
+    assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
+    paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
+    assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
     snakemake(workdir, "--report", "reports/report.zip", *args)
     with zipfile.ZipFile(workdir / "reports/report.zip") as archive:
         names = archive.namelist()

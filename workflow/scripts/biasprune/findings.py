@@ -226,15 +226,23 @@ class Claims:
 
     def rates(self, cells: pd.DataFrame, control: str = "pruned") -> tuple[np.ndarray, np.ndarray]:
         """(anomalous share, invalid rate) per draw pooled over the cells: answers outside the unpruned
-        5-95% band among valid ones, invalid among all. control="base": the unpruned model's own."""
-        keys = [
-            Draws.base_key(c.domain, c.variation) if control == "base" else self._key(c)
-            for c in cells.itertuples()
-        ]
-        total = sum(self.draws.counts[k] for k in keys)
-        valid, inlier, answers = total[:, 0], total[:, 3], total[:, 4]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 1 - inlier / valid, 1 - valid / answers
+        5-95% band among valid ones, invalid among all. control="base": the unpruned model's own; a control:
+        the mean over its seeds."""
+        if control == "base":
+            series = [[Draws.base_key(c.domain, c.variation) for c in cells.itertuples()]]
+        elif control == "pruned":
+            series = [[self._key(c) for c in cells.itertuples()]]
+        else:
+            seeds = self._seeds(next(cells.itertuples()), control)
+            series = [[self._key(c, control, s) for c in cells.itertuples()] for s in seeds]
+        anomalous, invalid = [], []
+        for keys in series:
+            total = sum(self.draws.counts[k] for k in keys)
+            valid, inlier, answers = total[:, 0], total[:, 3], total[:, 4]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                anomalous.append(1 - inlier / valid)
+                invalid.append(1 - valid / answers)
+        return np.mean(anomalous, axis=0), np.mean(invalid, axis=0)
 
     def estimate(self, values: np.ndarray) -> tuple[float, float, float]:
         return _estimate(values, self.confidence)
@@ -315,7 +323,8 @@ class Claims:
                 f"pooled reduction {self._fmt(self.reduction(cells))} vs {control} control "
                 f"{self._fmt(self.reduction(cells, control))}; excess {self._fmt(excess)}; mean change of |SMD| "
                 f"{self._fmt(self.change(cells))}; anomalous share {self._fmt(anomalous)} vs the unpruned model's "
-                f"own {self._fmt(own_anomalous)}; invalid rate {self._fmt(invalid)} vs {self._fmt(own_invalid)} "
+                f"own {self._fmt(own_anomalous)} and the {control} control's {self._fmt(self.rates(cells, control)[0])}; "
+                f"invalid rate {self._fmt(invalid)} vs {self._fmt(own_invalid)} "
                 f"(a rise counts as large above {ANOMALY_MARGIN}); KL {self._kl(cells, 'pruned'):.3f} vs "
                 f"{control} control {self._kl(cells, control):.3f}; share pruned {self._share(cells):.4f}"
             )
