@@ -17,7 +17,8 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "report" / "appendix.html.j2"
 VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
 MEANING = {
     HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
-    FAILS: "a contrast of the claim has an interval that excludes 0 against the claimed direction",
+    FAILS: "a contrast of the claim has an interval that excludes 0 against the claimed direction, or a rise of "
+    "anomalous or invalid answers lies wholly above its margin",
     UNKNOWN: "the data cannot decide: an interval contains 0, or no cell could carry the claim",
     "secondary": "a pair other than the paper's, reported for comparison; it does not decide the claim",
 }

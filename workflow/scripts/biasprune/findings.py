@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import _draws, measurable
+from .metrics import measurable, name_draws
 from .stats import percentile_interval, smd_from_sums
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "inconclusive"
@@ -75,7 +75,7 @@ class Draws:
         for domain, part in names.groupby("domain", sort=False):
             own = base[base["domain"] == domain]
             order = {g: list(dict.fromkeys(own.loc[own["race"] == g, "name"])) for g in groups}
-            ref_index, focal_index = _draws(order, groups, metrics["bootstrap"], metrics["seed"], domain)
+            ref_index, focal_index = name_draws(order, groups, metrics["bootstrap"], metrics["seed"], domain)
             weights = [
                 self._weights(index, len(order[g]))
                 for index, g in ((ref_index, reference), (focal_index, focal))

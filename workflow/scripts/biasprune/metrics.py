@@ -57,7 +57,7 @@ def measurable(low: float, high: float) -> bool:
     return bool(low > 0 or high < 0)
 
 
-def _draws(names: dict, groups: Sequence[str], resamples: int, seed: int, domain: str):
+def name_draws(names: dict, groups: Sequence[str], resamples: int, seed: int, domain: str):
     """The name resamples of a domain: the same for every table of the study (so tables pair up)."""
     reference, focal = groups
     return bootstrap_indices(
@@ -90,7 +90,7 @@ def bias_table(
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
         names = _names(frame, groups)
-        draws = _draws(names, groups, resamples, seed, domain)
+        draws = name_draws(names, groups, resamples, seed, domain)
         sums = []
         for variation, part in frame.groupby("variation", sort=False):
             ref_part, focal_part = part[part["race"] == reference], part[part["race"] == focal]
@@ -228,7 +228,7 @@ def comparison_table(
     """
     (domain,) = base["domain"].unique()
     names = _names(base, groups)
-    draws = _draws(names, groups, resamples, seed, domain)
+    draws = name_draws(names, groups, resamples, seed, domain)
     rows, boots, base_boots = [], [], []
     for variation, part in pruned.groupby("variation", sort=False):
         base_part = base[base["variation"] == variation]
