@@ -123,7 +123,9 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     # control (top heads by the attention mass of both groups) is the paper's mask itself: not stored.
     assert (~cells["vacuous"]).all() and cells["matched_reduction_mean"].notna().all()
     manifest, _ = load_masks(workdir / "results/tiny/masks/heads/name_attention/variation.safetensors")
-    assert {g for entry in manifest["conditions"].values() for g in entry["generic"].values()} == {"identical"}
+    assert {g for entry in manifest["conditions"].values() for g in entry["generic"].values()} == {
+        "identical"
+    }
     conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
     assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
     assert set(conditions["control"]) == {"pruned", "random", "matched", "generic"}
