@@ -76,14 +76,7 @@ def test_matched_and_generic_controls_by_hand():
     hits = sum(random_like(mask, seed, pool)["0"].float() for seed in range(2000)) / 2000
     assert torch.allclose(hits[pool["0"]], torch.full((6,), 0.5), atol=0.05)
     with pytest.raises(ValueError, match="pool of 1"):
-        random_like(
-            mask,
-            0,
-            {
-                "0": torch.eye(2, 4, dtype=torch.bool)[:1].expand(2, 4) & False
-                | torch.tensor([[True, False, False, False], [False] * 4])
-            },
-        )
+        random_like(mask, 0, {"0": torch.tensor([[True, False, False, False], [False] * 4])})
     scores = {"0": torch.tensor([[0.1, 0.9, 0.2, 0.8], [0.7, 0.0, 0.3, 0.6]])}
     assert top_like(mask, scores)["0"].nonzero().tolist() == [[0, 1], [0, 3], [1, 0]]
 

@@ -132,14 +132,10 @@ def top_like(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> 
 def next_band(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor], width: int = 2):
     """The matched pool of a unit mask: the `width` x |mask| units ranked just below the mask by the same
     score (over all layers), the band a size-matched control draws from."""
-    total = int(sum(int(v.sum()) for v in mask.values()))
+    total = sum(int(v.sum()) for v in mask.values())
     size = sum(v.numel() for v in mask.values())
-    if total == 0:
+    if total == 0 or total == size:
         return {key: torch.zeros_like(value) for key, value in mask.items()}
     ranked = {key: scores[key].float().masked_fill(mask[key], -torch.inf) for key in mask}
-    band = top_k(ranked, min(width * total, size - total)) if size > total else None
-    return (
-        {key: band[key] & ~mask[key] for key in mask}
-        if band
-        else {k: torch.zeros_like(v) for k, v in mask.items()}
-    )
+    band = top_k(ranked, min(width * total, size - total))
+    return {key: band[key] & ~mask[key] for key in mask}
