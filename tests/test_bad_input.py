@@ -119,7 +119,7 @@ def test_malformed_yaml(workdir, target):
     [
         (
             {"mode": "beam"},
-            "config/config.yaml: readout.mode: expected one of ['expected', 'sample', 'greedy'], got 'beam'",
+            "config/config.yaml: readout.mode: expected one of ['expected', 'exact', 'sample', 'greedy'], got 'beam'",
         ),
         (
             {"sample": {"n": 0}},

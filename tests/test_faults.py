@@ -70,12 +70,7 @@ def test_killed_jobs_leave_nothing_complete_and_the_rerun_equals_an_uninterrupte
     assert (
         {path.stem for path in tables}
         == set(tiny_run.tables)
-        == {
-            "baseline",
-            "conditions",
-            "transfer",
-            "findings",
-        }
+        == {"baseline", "conditions", "names", "transfer", "findings"}
     )
     for path in tables:
         pd.testing.assert_frame_equal(pd.read_parquet(path), tiny_run.tables[path.stem], check_exact=True)

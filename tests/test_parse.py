@@ -2,7 +2,17 @@
 
 import pytest
 
-from biasprune.parse import EMPTY, NO_NUMBER, REFUSAL, TOO_LONG, parse_number
+from biasprune.parse import (
+    EMPTY,
+    HEDGED,
+    NO_NUMBER,
+    OK,
+    OUT_OF_RANGE,
+    REFUSAL,
+    TOO_LONG,
+    in_range,
+    parse_number,
+)
 
 CASES = [
     # plain numbers and decimals
@@ -68,7 +78,6 @@ INVALID = [
     ("The price of a chair in US dollars depends", NO_NUMBER),
     ("We don't have any more data.", NO_NUMBER),
     ("I'm sorry, but I cannot provide an estimate without more details.", REFUSAL),
-    ("I can't determine that. 50", REFUSAL),
     ("As an AI, I do not make judgements based on names.", REFUSAL),
     ("I'm not equipped to provide financial advice", REFUSAL),
     ("Someone would say " + "x" * 300 + " 40", TOO_LONG),
@@ -85,3 +94,24 @@ def test_first_number(text, expected):
 def test_invalid_answers_have_a_reason(text, reason):
     parsed = parse_number(text)
     assert not parsed.valid and parsed.value is None and parsed.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("I can't determine that. 50", 50),
+        ("I don't have enough data, but I'd say $500", 500),
+        ("As an AI I cannot know, though 12k is typical", 12_000),
+    ],
+)
+def test_a_hedge_before_a_number_is_valid_and_reported(text, value):
+    parsed = parse_number(text)
+    assert parsed.valid and parsed.reason == HEDGED and parsed.value == value
+
+
+def test_numbers_outside_the_answer_range_are_invalid():
+    assert in_range(parse_number("$2,000,000"), (1, 1_000_000)).reason == OUT_OF_RANGE
+    assert in_range(parse_number("$1,000,000"), (1, 1_000_000)).value == 1_000_000
+    assert in_range(parse_number("0.5"), (1, 10)).value is None
+    kept = in_range(parse_number("no idea"), (1, 10))
+    assert kept.reason == NO_NUMBER and in_range(parse_number("7"), (1, 10)).reason == OK

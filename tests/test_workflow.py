@@ -199,7 +199,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     }
     assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
     # A cache parameter reruns the cache and every score, but not the answers.
-    config["activations"] = {"positions": "name_and_answer"}
+    config["activations"]["positions"] = "name_and_answer"
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     counts = job_counts(snakemake(workdir, "-n", *args).stdout)
     print("after a cache change:", counts)

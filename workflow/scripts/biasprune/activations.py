@@ -65,11 +65,14 @@ class CachedPrompt:
 
 
 def baseline_answer(answer_rows: list[dict], grid: Sequence[float], prefix: str) -> str:
-    """The model's own answer to append: the likeliest grid value (expected readout) or the first sample."""
+    """The model's own answer to append: the likeliest grid value (expected readout), the likeliest value
+    (exact readout) or the first sample."""
     first = min(answer_rows, key=lambda row: row["sample"])
+    _, lead = split_prefix(prefix)
     if first["grid_probs"] is not None:
-        _, lead = split_prefix(prefix)
         return lead + format_value(grid[int(np.argmax(first["grid_probs"]))])
+    if first.get("probs"):
+        return lead + format_value(first["support"][int(np.argmax(first["probs"]))])
     return first["text"] or ""
 
 

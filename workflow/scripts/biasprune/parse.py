@@ -6,10 +6,16 @@ number and says why when there is none.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 OK, EMPTY, NO_NUMBER, REFUSAL, TOO_LONG = "ok", "empty", "no_number", "refusal", "too_long"
+HEDGED = (
+    "hedged"  # a refusal-like hedge before the number ("I don't have enough data, but I'd say $500"): valid
+)
+OUT_OF_RANGE = "out_of_range"  # a number outside the domain's answer.range
+VALID_REASONS = (OK, HEDGED)
 UNDEFINED = "undefined"  # the expected readout's grid distribution was degenerate (no finite answer)
 
 _UNITS = [
@@ -69,7 +75,7 @@ class Parsed:
 
     @property
     def valid(self) -> bool:
-        return self.reason == OK
+        return self.reason in VALID_REASONS
 
 
 def _word_value(words: str) -> float:
@@ -87,21 +93,30 @@ def _word_value(words: str) -> float:
 
 def parse_number(text: str, max_chars: int = 200) -> Parsed:
     """The first number of `text` (thousands separators, decimals, $ and %, k/thousand/million/billion,
-    number words up to a hundred; a range gives its first value), or None with a reason code."""
+    number words up to a hundred; a range gives its first value), or None with a reason code. A refusal
+    phrase with no number after it is a refusal; followed by a number it is a hedge (valid, reason `hedged`)."""
     stripped = text.strip()
     if not stripped:
         return Parsed(None, EMPTY)
     match = NUMBER.search(stripped)
     refusal = REFUSALS.search(stripped)
-    if refusal and (match is None or refusal.start() < match.start()):
+    if refusal and match is None:
         return Parsed(None, REFUSAL)
     if len(stripped) > max_chars:
         return Parsed(None, TOO_LONG)
     if match is None:
         return Parsed(None, NO_NUMBER)
+    reason = HEDGED if refusal and refusal.start() < match.start() else OK
     if match["words"]:
-        return Parsed(_word_value(match["words"]), OK)
+        return Parsed(_word_value(match["words"]), reason)
     value = float(match["digits"].replace(",", ""))
     if match["scale"]:
         value *= SCALES[match["scale"].lower()]
-    return Parsed(-value if match["sign"] else value, OK)
+    return Parsed(-value if match["sign"] else value, reason)
+
+
+def in_range(parsed: Parsed, answer_range=(-math.inf, math.inf)) -> Parsed:
+    """A valid answer outside the domain's answer.range becomes invalid (`out_of_range`)."""
+    if parsed.valid and not answer_range[0] <= parsed.value <= answer_range[1]:
+        return Parsed(None, OUT_OF_RANGE)
+    return parsed

@@ -190,7 +190,8 @@ def format_value(value: float) -> str:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Every written form of every grid value (plain, and with thousands separators) as a token trie.
+    """Every written form of every grid value (plain, with thousands separators, and whole thousands as
+    "15k" and "15 thousand") as a token trie.
 
     Forms share prefixes ("1", "10", "100", "1,000"), so the trie has far fewer nodes than the forms
     have tokens; one forward pass over the nodes, each attending to the prompt and its own ancestors,
@@ -213,6 +214,8 @@ class Candidates:
             texts = {format_value(value)}
             if value >= 1000 and float(value).is_integer():
                 texts.add(f"{int(value):,}")
+            if value >= 1000 and float(value / 1000).is_integer():  # "15k", "15 thousand": 15000
+                texts |= {f"{int(value) // 1000}k", f"{int(value) // 1000} thousand"}
             for text in sorted(texts):
                 full = tokenizer(prompt_part + lead + text, add_special_tokens=False)["input_ids"]
                 if full[: len(base)] != base:
@@ -260,19 +263,30 @@ class Candidates:
 
 
 def _extends_number(piece: str, decimals: bool = False) -> bool:
-    """A token that continues a number: digits, a decimal part, a thousands separator, and a bare "."
-    when the grid has decimal values (else "2" would also collect the mass of "2.5")."""
+    """A token that continues a number: digits, a decimal part, a thousands separator, a bare "." when the
+    grid has decimal values (else "2" would also collect the mass of "2.5"), and a thousands scale ("k",
+    " thousand", the start of "thousand": "15k" is 15000, not 15)."""
     if not piece:
         return False
     if piece == ".":
         return decimals
-    return piece[0].isdigit() or piece == "," or (piece[0] in ".," and piece[1:2].isdigit())
+    word = piece.lower().lstrip()
+    scale = word == "k" or word.startswith("thousand") or (len(word) >= 2 and "thousand".startswith(word))
+    return piece[0].isdigit() or piece == "," or (piece[0] in ".," and piece[1:2].isdigit()) or scale
 
 
 def grid_log_probs(
-    model, batch: dict[str, torch.Tensor], candidates: Candidates, n_values: int
-) -> torch.Tensor:
-    """log P(value | prompt) for each prompt of the batch and each grid value, renormalised over the grid.
+    model,
+    batch: dict[str, torch.Tensor],
+    candidates: Candidates,
+    n_values: int,
+    temperature: float = 1.0,
+    with_coverage: bool = False,
+):
+    """log P(value | prompt) for each prompt of the batch and each grid value, renormalised over the grid
+    (with `with_coverage`, also the log of the grid's coverage: the probability of every grid form before
+    renormalising, against everything else the model could write). Next-token distributions are taken at
+    `temperature` (the sampler's).
 
     P(written form) = product of its tokens' probabilities times the probability that the number ends
     there (the next token does not extend it); a value's forms are summed. The prompt runs once; the
@@ -283,7 +297,7 @@ def grid_log_probs(
     trie = candidates.tensors(device)
     n_prompts, n_nodes = batch["input_ids"].shape[0], len(candidates.node_token)
     out = _prefill(model, batch, use_cache=True, logits_to_keep=1)
-    first = _at_least_float32(out.logits[:, -1]).log_softmax(-1)  # (prompts, vocab)
+    first = (_at_least_float32(out.logits[:, -1]) / temperature).log_softmax(-1)  # (prompts, vocab)
     visible = torch.cat(
         [
             batch["attention_mask"].bool()[:, None, None, :].expand(-1, 1, n_nodes, -1),
@@ -301,7 +315,7 @@ def grid_log_probs(
         cache=out.cache,
         use_cache=True,
     )
-    logits = _at_least_float32(out.logits)  # (prompts, nodes, vocab)
+    logits = _at_least_float32(out.logits) / temperature  # (prompts, nodes, vocab)
     normaliser = logits.logsumexp(-1)
     parent = trie["parent"].clamp(min=0)
     after_parent = logits[:, parent, trie["token"]] - normaliser[:, parent]
@@ -314,6 +328,8 @@ def grid_log_probs(
     value_logp = torch.stack(
         [torch.logsumexp(form_logp[:, trie["values"] == value], dim=1) for value in range(n_values)], dim=1
     )
+    if with_coverage:
+        return value_logp.log_softmax(-1), value_logp.logsumexp(-1)
     return value_logp.log_softmax(-1)
 
 
@@ -340,12 +356,24 @@ ANSWER_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
         ("sample", pa.int32()),
-        ("text", pa.string()),  # the decoded continuation (null for the expected readout)
-        ("value", pa.float64()),  # the number read (null when invalid)
+        ("text", pa.string()),  # the decoded continuation (null for the expected and exact readouts)
+        ("value", pa.float64()),  # the number read; exact: the mean of the valid distribution (null: invalid)
         ("valid", pa.bool_()),
-        ("reason", pa.string()),  # ok, empty, no_number, refusal, too_long
+        (
+            "reason",
+            pa.string(),
+        ),  # ok, hedged, empty, no_number, refusal, too_long, out_of_range, off_grid, ...
         ("entropy", pa.float64()),  # of the grid distribution (expected readout)
         ("grid_probs", pa.list_(pa.float32())),  # probability of each grid value (expected readout)
+        ("coverage", pa.float64()),  # expected: the probability of every grid form, before renormalising
+        # exact: the distribution of the answer's leading number (support and absolute probabilities), the
+        # mass of answers that are not a number in range (per reason) and the mass left unexplored
+        ("support", pa.list_(pa.float64())),
+        ("probs", pa.list_(pa.float64())),
+        ("invalid_reasons", pa.list_(pa.string())),
+        ("invalid_probs", pa.list_(pa.float64())),
+        ("mass_invalid", pa.float64()),
+        ("mass_unexplored", pa.float64()),
     ]
 )
 ANSWER_COLUMNS = tuple(ANSWER_SCHEMA.names)
@@ -355,9 +383,10 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
     """Answers of `model` to the prompt rows of one domain, as columns of the answers table.
 
     `answer` is the domain's Answer spec; `settings` the readout config (mode, batch_size, max_new_tokens,
-    use_prefix, max_answer_chars, sample: {n, temperature, top_p, seed}).
+    use_prefix, max_answer_chars, sample: {n, temperature, top_p, seed}, exact: {epsilon, max_nodes, width,
+    min_valid_mass}, expected: {min_coverage}).
     """
-    from .parse import parse_number
+    from .parse import in_range, parse_number
 
     mode, size = settings["mode"], settings["batch_size"]
     prefix = answer.prefix if (mode == "expected" or settings["use_prefix"]) else ""
@@ -366,28 +395,18 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
     batches = range(0, len(prompts), size)
     if progress:
         batches = progress(batches, desc=f"{mode} readout", unit="batch")
+    sample = settings.get("sample", {})
     if mode == "expected":
         candidates = Candidates.build(tokenizer, answer.grid, prefix)
-    sample = settings.get("sample", {})
     generator = torch.Generator().manual_seed(sample.get("seed", 0))
     for start in batches:
         rows = prompts[start : start + size]
         chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
         if mode == "expected":
-            with torch.inference_mode():
-                batch = encode_shared_prefix(tokenizer, chats, model.device)
-                log_probs = grid_log_probs(model, batch, candidates, len(answer.grid))
-                values, entropy = expected_answer(log_probs, answer.grid)
-            for row, value, spread, probs in zip(
-                rows, values.tolist(), entropy.tolist(), log_probs.exp(), strict=True
-            ):
-                ok = math.isfinite(
-                    value
-                )  # a degenerate grid distribution is reported, not stored as a number
-                reason = "ok" if ok else "undefined"
-                _append(
-                    columns, row["prompt_id"], 0, None, value if ok else None, reason, spread, probs.tolist()
-                )
+            _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, settings)
+            continue
+        if mode == "exact":
+            _exact_rows(columns, model, tokenizer, rows, chats, answer, settings)
             continue
         n = sample["n"] if mode == "sample" else 1
         temperature = sample["temperature"] if mode == "sample" else 0.0
@@ -403,15 +422,95 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
         )
         for row, answers in zip(rows, texts, strict=True):
             for index, text in enumerate(answers):
-                parsed = parse_number(prompt_part + text, settings["max_answer_chars"])
-                _append(columns, row["prompt_id"], index, text, parsed.value, parsed.reason, None, None)
+                parsed = in_range(
+                    parse_number(prompt_part + text, settings["max_answer_chars"]), answer.range
+                )
+                _append(
+                    columns,
+                    prompt_id=row["prompt_id"],
+                    sample=index,
+                    text=text,
+                    value=parsed.value,
+                    reason=parsed.reason,
+                )
     return columns
 
 
-def _append(columns, prompt_id, sample, text, value, reason, entropy, grid_probs) -> None:
-    for name, item in zip(
-        ANSWER_COLUMNS,
-        (prompt_id, sample, text, value, reason == "ok", reason, entropy, grid_probs),
-        strict=True,
+def _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, settings) -> None:
+    """The expected readout of a batch: exp(E[log value]) over the grid at the sampler's temperature, the
+    grid's coverage, and `off_grid` where the coverage is below `expected.min_coverage`."""
+    temperature = settings.get("sample", {}).get("temperature", 1.0)
+    floor = settings.get("expected", {}).get("min_coverage", 0.0)
+    with torch.inference_mode():
+        batch = encode_shared_prefix(tokenizer, chats, model.device)
+        log_probs, coverage = grid_log_probs(
+            model, batch, candidates, len(answer.grid), temperature, with_coverage=True
+        )
+        values, entropy = expected_answer(log_probs, answer.grid)
+    for row, value, spread, probs, covered in zip(
+        rows, values.tolist(), entropy.tolist(), log_probs.exp(), coverage.exp().tolist(), strict=True
     ):
-        columns[name].append(item)
+        # a degenerate grid distribution is reported, not stored as a number
+        reason = "ok" if math.isfinite(value) else "undefined"
+        if reason == "ok" and covered < floor:
+            reason = "off_grid"
+        _append(
+            columns,
+            prompt_id=row["prompt_id"],
+            value=value if reason == "ok" else None,
+            reason=reason,
+            entropy=spread,
+            grid_probs=probs.tolist(),
+            coverage=covered,
+        )
+
+
+def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> None:
+    """The exact readout of a batch: one row per prompt with its whole answer distribution."""
+    from .exact import exact_distributions
+
+    sample, exact = settings.get("sample", {}), settings.get("exact", {})
+    distributions = exact_distributions(
+        model,
+        tokenizer,
+        chats,
+        temperature=sample.get("temperature", 0.6),
+        top_p=sample.get("top_p", 0.9),
+        epsilon=exact.get("epsilon", 0.01),
+        max_nodes=exact.get("max_nodes", 512),
+        width=exact.get("width", 16),
+        max_new_tokens=settings["max_new_tokens"],
+        answer_range=answer.range,
+        max_chars=settings["max_answer_chars"],
+    )
+    floor = exact.get("min_valid_mass", 0.0)
+    for row, found in zip(rows, distributions, strict=True):
+        support = sorted(found.values)
+        mass = found.valid_mass
+        if mass > 0 and mass >= floor:
+            value, reason = sum(v * found.values[v] for v in support) / mass, "ok"
+        else:
+            value = None
+            reason = max(found.invalid, key=found.invalid.get) if mass == 0 and found.invalid else "low_mass"
+        reasons = sorted(found.invalid)
+        _append(
+            columns,
+            prompt_id=row["prompt_id"],
+            value=value,
+            reason=reason,
+            support=support,
+            probs=[found.values[v] for v in support],
+            invalid_reasons=reasons,
+            invalid_probs=[found.invalid[r] for r in reasons],
+            mass_invalid=found.invalid_mass,
+            mass_unexplored=found.unexplored,
+        )
+
+
+def _append(columns, **fields) -> None:
+    """One answers row; `valid` follows from the reason, unset fields are null."""
+    from .parse import VALID_REASONS
+
+    fields = {"sample": 0, "text": None, **fields, "valid": fields["reason"] in VALID_REASONS}
+    for name in ANSWER_COLUMNS:
+        columns[name].append(fields.get(name))

@@ -191,10 +191,21 @@ class Study:
         keeping only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
         settings = self.config["readout"]
         mode = self.model(key).get("readout", settings["mode"])
-        used = {"expected": (), "greedy": READOUT_DECODE_KEYS, "sample": (*READOUT_DECODE_KEYS, "sample")}[
-            mode
-        ]
-        return {"mode": mode, "batch_size": settings["batch_size"], **{name: settings[name] for name in used}}
+        used = {
+            "expected": ("expected",),
+            "greedy": READOUT_DECODE_KEYS,
+            "sample": (*READOUT_DECODE_KEYS, "sample"),
+            "exact": (*READOUT_DECODE_KEYS, "exact"),
+        }[mode]
+        chosen = {
+            "mode": mode,
+            "batch_size": settings["batch_size"],
+            **{name: settings[name] for name in used},
+        }
+        if mode in ("expected", "exact"):  # they read at the sampler's temperature (exact: and its top-p)
+            keys = ("temperature",) if mode == "expected" else ("temperature", "top_p")
+            chosen["sample"] = {key: settings["sample"][key] for key in keys}
+        return chosen
 
     def model_runtime(self, key: str) -> dict:
         """How model jobs load model `key` (device, dtype): what their results depend on, unlike `gpus`."""

@@ -1,0 +1,184 @@
+"""The exact readout: known masses on a hand-set model, a brute-force enumeration of the sampler's tree on a
+peaked tiny model, and (slow tier) agreement with 4,000 draws of the project's sampler on the real model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_LLAMA
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from biasprune.exact import NOT_LEADING, exact_distributions, leading_state, settled
+from biasprune.parse import parse_number
+from biasprune.readouts import generate_tokens
+from biasprune.tokens import chat_prompt
+
+TEMPERATURE, TOP_P = 0.6, 0.9
+
+
+def markov_model(tokenizer, chain: dict[int, dict[int, float]], temperature: float = TEMPERATURE):
+    """A Llama whose next-token distribution depends on the current token only, set by hand.
+
+    Attention and MLP outputs are zeroed, so the residual stream is the token's embedding: a one-hot slot
+    per token of `chain`. The unembedding reads the slot, with logits T * log p so that the sampler's
+    softmax(logits / T) is exactly `chain[token]`; other tokens get log-probability -60."""
+    config = LlamaConfig(
+        **TINY_LLAMA,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=256,
+        rms_norm_eps=1e-12,  # the norm's scale exact to float32 rounding
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    hidden = config.hidden_size
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for slot, (token, successors) in enumerate(chain.items()):
+            model.model.embed_tokens.weight[token, slot] = 1.0
+            log_p = torch.full((len(tokenizer),), -60.0)
+            for successor, p in successors.items():
+                log_p[successor] = math.log(p)
+            # RMSNorm turns the one-hot into sqrt(hidden) at the slot
+            model.lm_head.weight[:, slot] = temperature * log_p / math.sqrt(hidden)
+    return model
+
+
+def test_a_hand_set_model_gives_its_masses_exactly(tiny_tokenizer):
+    ids = {
+        text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in ("$", "1", "2", "00", "I")
+    }
+    assert all(len(tokens) == 1 for tokens in ids.values())
+    dollar, one, two, zeros, refusal = (ids[text][0] for text in ("$", "1", "2", "00", "I"))
+    eos = tiny_tokenizer.eos_token_id
+    # $ -> 1 (2/3) | I (1/3); 1 -> 2; 12 -> end (1/2) | 00 (1/2); 1200 -> end.
+    chain = {
+        dollar: {one: 2 / 3, refusal: 1 / 3},
+        one: {two: 1.0},
+        two: {eos: 0.5, zeros: 0.5},
+        zeros: {eos: 1.0},
+    }
+    model = markov_model(tiny_tokenizer, chain)
+    chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
+    (found,) = exact_distributions(model, tiny_tokenizer, [chat], temperature=TEMPERATURE, top_p=TOP_P)
+    assert found.values == pytest.approx({12.0: 1 / 3, 1200.0: 1 / 3}, abs=1e-6)
+    assert found.invalid == pytest.approx({NOT_LEADING: 1 / 3}, abs=1e-6)
+    assert found.unexplored < 1e-6 and found.nodes == 3  # "1", "12" and "1200" were run, nothing else
+    # The project's sampler on the same model: 3,000 draws land on the thirds within Monte Carlo error.
+    tokens = generate_tokens(
+        model, tiny_tokenizer, [chat], 3000, 4, TEMPERATURE, TOP_P, torch.Generator().manual_seed(0)
+    )
+    texts = [tiny_tokenizer.decode(row, skip_special_tokens=True) for row in tokens.tolist()]
+    shares = np.array([np.mean([t == "12" for t in texts]), np.mean([t == "1200" for t in texts])])
+    assert np.abs(shares - 1 / 3).max() < 4 * math.sqrt(2 / 9 / 3000)
+
+
+def peaked_model(tiny_llama_dir, tokenizer, scale=20.0):
+    """The tiny random model made to answer in digits with peaked distributions: digit and separator tokens
+    keep their unembedding rows, scaled, the end token its own; every other token's logit is lowered by 30."""
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    keep = torch.zeros(len(tokenizer), dtype=torch.bool)
+    for token in range(len(tokenizer)):
+        piece = tokenizer.decode([token])
+        keep[token] = piece.isdigit() or piece == ","
+    with torch.no_grad():
+        model.lm_head.weight[keep] *= scale
+    keep[tokenizer.eos_token_id] = True  # unscaled: an answer ends now and then
+    bias = torch.where(keep, 0.0, -30.0)
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + bias)
+    return model
+
+
+def brute_force(model, tokenizer, chat: str, temperature: float, top_p: float, depth: int) -> dict:
+    """The sampler's tree walked to the end of every branch with a full forward per path (no cache, no
+    tree attention, no early end of a number): value -> probability, None -> invalid probability."""
+    prompt = tokenizer(chat, add_special_tokens=False)["input_ids"]
+    result: dict = {}
+
+    def walk(path: list[int], mass: float) -> None:
+        text = tokenizer.decode(path, skip_special_tokens=True)
+        done = len(path) == depth or (path and path[-1] == tokenizer.eos_token_id)
+        if not done:
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + path])).logits[0, -1].double() / temperature
+            p = logits.softmax(-1)
+            ordered, order = p.sort(descending=True)
+            kept = (ordered.cumsum(0) - ordered) <= top_p
+            ordered, order = ordered[kept] / ordered[kept].sum(), order[kept]
+            for token, weight in zip(order.tolist(), ordered.tolist(), strict=True):
+                walk([*path, token], mass * weight)
+            return
+        stripped = text.lstrip().removeprefix("$").lstrip()
+        value = parse_number(text).value if stripped[:1].isdigit() else None
+        result[value] = result.get(value, 0.0) + mass
+
+    walk([], 1.0)
+    return result
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.6, 0.9), (1.0, 0.7)])
+def test_the_enumeration_equals_a_brute_force_walk_of_the_sampler_tree(
+    tiny_llama_dir, tiny_tokenizer, temperature, top_p
+):
+    model = peaked_model(tiny_llama_dir, tiny_tokenizer)
+    chats = [chat_prompt(tiny_tokenizer, f"What should I offer {name}?", "$") for name in ("Jamal", "Greg")]
+    found = exact_distributions(
+        model,
+        tiny_tokenizer,
+        chats,
+        temperature=temperature,
+        top_p=top_p,
+        epsilon=1e-12,
+        max_nodes=4000,
+        width=5,
+        max_new_tokens=4,
+    )
+    for chat, distribution in zip(chats, found, strict=True):
+        expected = brute_force(model, tiny_tokenizer, chat, temperature, top_p, depth=4)
+        invalid = expected.pop(None, 0.0)
+        assert len(expected) >= 3  # several values: the tree branches
+        assert distribution.values == pytest.approx(expected, abs=1e-6)
+        assert distribution.invalid_mass == pytest.approx(invalid, abs=1e-6)
+        assert distribution.unexplored < 1e-9
+
+
+def test_an_exhausted_node_budget_reports_the_open_mass(tiny_llama_dir, tiny_tokenizer):
+    model = peaked_model(tiny_llama_dir, tiny_tokenizer)
+    chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
+    (full,) = exact_distributions(model, tiny_tokenizer, [chat], epsilon=1e-12, max_nodes=4000, width=4)
+    (cut,) = exact_distributions(model, tiny_tokenizer, [chat], epsilon=1e-12, max_nodes=4, width=4)
+    assert cut.nodes == 4 and cut.unexplored > 0.01
+    assert cut.valid_mass + cut.invalid_mass + cut.unexplored == pytest.approx(1.0, abs=1e-9)
+    # what was closed is closed for good: every value's mass is at most its full mass
+    assert all(mass <= full.values[value] + 1e-9 for value, mass in cut.values.items())
+
+
+@pytest.mark.parametrize(
+    ("text", "state", "closed"),
+    [
+        ("", "pending", None),
+        (" $", "pending", None),
+        ("12", "number", False),  # 120, 12,000, 12k could follow
+        ("12 ", "number", False),  # "12 thousand"
+        ("12 per", "number", True),
+        ("12,0", "number", False),
+        ("12,00 ", "number", True),
+        ("15k", "number", False),  # "15km" is 15
+        ("15k ", "number", True),
+        ("15 thou", "number", False),
+        ("12.", "number", False),
+        ("12.5%", "number", True),
+        ("I'd", "other", None),
+    ],
+)
+def test_when_a_leading_number_is_settled(text, state, closed):
+    assert leading_state(text) == state
+    if closed is not None:
+        assert settled(text) == closed

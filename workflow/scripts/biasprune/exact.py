@@ -1,0 +1,230 @@
+"""The exact readout: the distribution of the number a sampled answer starts with, enumerated instead of
+sampled.
+
+The sampler (readouts.generate_tokens) draws each token from the nucleus of softmax(logits / temperature)
+and stops at an end-of-sequence token or after `max_new_tokens`. Here the same decoding tree is walked
+best first: the open nodes holding the most probability are run together, one token each, on top of the
+prompt's key/value cache (tree attention: a node sees the prompt and its own ancestors), and each node's
+nucleus, computed by the sampler's own function, splits its probability among its children. A child ends
+the number (its value is settled whatever follows), extends it (stays open), or shows that the answer does
+not start with a number (invalid, with the parser's reason when the answer is complete there). Enumeration
+stops when the open mass is below `epsilon` or the node budget is spent; what is left is reported as
+unexplored, never dropped or renormalised.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .parse import OUT_OF_RANGE, parse_number
+from .readouts import _prefill, encode_shared_prefix, eos_ids, nucleus
+
+NOT_LEADING = "no_leading_number"  # the answer starts with something else: undecided whether a number follows
+_SCALES = ("k", "m", "b", "bn", "mn", "thousand", "million", "billion")
+# Continuations that would change the leading number of a text if it were still open: more digits, a
+# thousands group, a decimal part, a scale word (whole, or completing a started one), a letter that undoes a
+# scale ("15km" is 15).
+_PROBES = tuple(
+    dict.fromkeys(
+        ["0", "5", ",000", "000", ".5", "a", " a"]
+        + [sep + word + end for word in _SCALES for sep in ("", " ") for end in ("", " ", "a")]
+        + [word[cut:] + end for word in _SCALES for cut in range(1, len(word)) for end in ("", " ")]
+    )
+)
+
+
+def leading_state(text: str) -> str:
+    """'pending' (only whitespace or a dollar sign so far), 'number' (starts with a digit) or 'other'."""
+    rest = text.lstrip()
+    if rest.startswith("$"):
+        rest = rest[1:].lstrip()
+    if not rest:
+        return "pending"
+    return "number" if rest[0].isdigit() else "other"
+
+
+def leading_number(text: str, max_chars: int = 200) -> tuple[float | None, str]:
+    """The number an answer starts with and the parser's reason: how `exact` reads a complete answer, and
+    how a sampled answer is classified when it is compared with `exact`."""
+    state = leading_state(text)
+    if state == "number":
+        parsed = parse_number(text, max_chars)
+        return parsed.value, parsed.reason
+    parsed = parse_number(text, max_chars)
+    return None, parsed.reason if parsed.reason not in ("ok", "hedged") else NOT_LEADING
+
+
+def settled(text: str) -> bool:
+    """Whether no continuation can change the number `text` starts with."""
+    value = parse_number(text).value
+    return all(parse_number(text + probe).value == value for probe in _PROBES)
+
+
+@dataclass
+class Distribution:
+    """One prompt's answer distribution: value -> probability, invalid reason -> probability, open mass."""
+
+    values: dict[float, float] = field(default_factory=dict)
+    invalid: dict[str, float] = field(default_factory=dict)
+    unexplored: float = 0.0
+    nodes: int = 0  # forward positions spent
+
+    def add(self, value: float | None, reason: str, probability: float) -> None:
+        if value is None:
+            self.invalid[reason] = self.invalid.get(reason, 0.0) + probability
+        else:
+            self.values[value] = self.values.get(value, 0.0) + probability
+
+    @property
+    def valid_mass(self) -> float:
+        return sum(self.values.values())
+
+    @property
+    def invalid_mass(self) -> float:
+        return sum(self.invalid.values())
+
+
+@dataclass(order=True)
+class _Node:
+    priority: float  # -probability: heapq pops the likeliest first
+    tokens: tuple[int, ...] = field(compare=False)
+    slots: tuple[int, ...] = field(compare=False)  # cache positions of the ancestors' tokens
+
+
+class _Tree:
+    """The open nodes of one prompt and what its closed mass became."""
+
+    def __init__(self, tokenizer, stops, lead: str, answer_range, max_new_tokens: int, max_chars: int):
+        self.tokenizer, self.stops, self.lead = tokenizer, stops, lead
+        self.range, self.max_new_tokens, self.max_chars = answer_range, max_new_tokens, max_chars
+        self.open: list[_Node] = []
+        self.result = Distribution()
+
+    def text(self, tokens: Sequence[int]) -> str:
+        return self.lead + self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    def close(self, text: str, probability: float) -> None:
+        value, reason = leading_number(text, self.max_chars)
+        if value is not None and not self.range[0] <= value <= self.range[1]:
+            value, reason = None, OUT_OF_RANGE
+        self.result.add(value, reason, probability)
+
+    def branch(self, node_tokens, slots, probability: float, children, weights) -> None:
+        """Split `probability` over the children of a node whose nucleus is (children, weights)."""
+        for token, weight in zip(children, weights, strict=True):
+            mass = probability * weight
+            tokens = (*node_tokens, token)
+            if token in self.stops:
+                self.close(self.text(node_tokens), mass)
+                continue
+            text = self.text(tokens)
+            state = leading_state(text)
+            if state == "other":
+                self.result.add(None, NOT_LEADING, mass)
+            elif len(tokens) >= self.max_new_tokens or (state == "number" and settled(text)):
+                self.close(text, mass)
+            else:
+                heapq.heappush(self.open, _Node(-mass, tokens, slots))
+
+    @property
+    def open_mass(self) -> float:
+        return -sum(node.priority for node in self.open)
+
+
+def _nucleus(logits: torch.Tensor, temperature: float, top_p: float):
+    """The sampler's nucleus, its weights normalised (torch.multinomial normalises them when it draws)."""
+    index, weights = nucleus(logits, temperature, top_p)
+    weights = weights.double()
+    return index, weights / weights.sum(-1, keepdim=True)
+
+
+def exact_distributions(
+    model,
+    tokenizer,
+    chats: Sequence[str],
+    lead: str = "",
+    temperature: float = 0.6,
+    top_p: float = 0.9,
+    epsilon: float = 0.01,
+    max_nodes: int = 512,
+    width: int = 16,
+    max_new_tokens: int = 10,
+    answer_range=(-math.inf, math.inf),
+    max_chars: int = 200,
+) -> list[Distribution]:
+    """The exact answer distribution of each chat text (which ends where the answer begins; `lead` is the
+    whitespace of the answer prefix that the answer's first token carries).
+
+    Each step runs, for every prompt still open, its `width` likeliest open nodes as one token each on top
+    of the prompt and tree cache; a prompt closes when its open mass is below `epsilon` or it has spent
+    `max_nodes` positions.
+    """
+    device = model.device
+    batch = encode_shared_prefix(tokenizer, chats, device)
+    stops = set(eos_ids(model, tokenizer))
+    with torch.inference_mode():
+        out = _prefill(model, batch, use_cache=True, logits_to_keep=1)
+        cache, prompt_mask = out.cache, batch["attention_mask"].bool()
+        last = batch["position_ids"][:, -1]
+        trees = [_Tree(tokenizer, stops, lead, answer_range, max_new_tokens, max_chars) for _ in chats]
+        index, weights = _nucleus(out.logits[:, -1], temperature, top_p)
+        for row, tree in enumerate(trees):
+            keep = weights[row] > 0
+            tree.branch((), (), 1.0, index[row][keep].tolist(), weights[row][keep].tolist())
+        visible = torch.zeros((len(chats), 0, 0), dtype=torch.bool, device=device)  # tree slot x tree slot
+        for _ in range(math.ceil(max_nodes / width) + 1):
+            active = [t.open and t.open_mass >= epsilon and t.result.nodes < max_nodes for t in trees]
+            if not any(active):
+                break
+            used = visible.shape[-1]
+            chosen = [
+                [heapq.heappop(t.open) for _ in range(min(width, len(t.open)))] if on else []
+                for t, on in zip(trees, active, strict=True)
+            ]
+            tokens = torch.full((len(chats), width), tokenizer.pad_token_id, dtype=torch.long)
+            depth = torch.zeros((len(chats), width), dtype=torch.long)
+            grown = torch.zeros((len(chats), used + width, used + width), dtype=torch.bool)
+            grown[:, :used, :used] = visible.cpu()
+            for row, nodes in enumerate(chosen):
+                for column, node in enumerate(nodes):
+                    tokens[row, column] = node.tokens[-1]
+                    depth[row, column] = len(node.tokens) - 1
+                    grown[row, used + column, list(node.slots)] = True
+                for column in range(width):
+                    grown[row, used + column, used + column] = True
+            visible = grown.to(device)
+            seen = torch.cat(
+                [prompt_mask[:, None, :].expand(-1, width, -1), visible[:, used:, :]], dim=-1
+            )  # (prompts, width, prompt + tree)
+            mask = torch.zeros((len(chats), 1, width, seen.shape[-1]), dtype=model.dtype, device=device)
+            mask = mask.masked_fill(~seen[:, None], torch.finfo(model.dtype).min)
+            out = model(
+                input_ids=tokens.to(device),
+                attention_mask=mask,
+                position_ids=last[:, None] + 1 + depth.to(device),
+                cache=cache,
+                use_cache=True,
+            )
+            cache = out.cache
+            index, weights = _nucleus(out.logits.flatten(0, 1), temperature, top_p)
+            index, weights = index.view(len(chats), width, -1), weights.view(len(chats), width, -1)
+            for row, nodes in enumerate(chosen):
+                tree = trees[row]
+                for column, node in enumerate(nodes):
+                    keep = weights[row, column] > 0
+                    tree.result.nodes += 1
+                    tree.branch(
+                        node.tokens,
+                        (*node.slots, used + column),
+                        -node.priority,
+                        index[row, column][keep].tolist(),
+                        weights[row, column][keep].tolist(),
+                    )
+    for tree in trees:
+        tree.result.unexplored = tree.open_mass
+    return [tree.result for tree in trees]
