@@ -48,7 +48,8 @@ def test_variation_rows_by_hand():
     assert sedan["mean_ref"] == pytest.approx(white.mean()) and sedan["sd_focal"] == pytest.approx(
         black.std(ddof=1)
     )
-    expected_p = scipy_stats.mannwhitneyu(white, black, method="asymptotic").pvalue
+    # Mann-Whitney compares the names' mean answers (Amy 11, Todd 13.5 against Jamal 9, Ebony 7)
+    expected_p = scipy_stats.mannwhitneyu([11, 13.5], [9, 7], method="asymptotic").pvalue
     assert sedan["mwu_p"] == pytest.approx(expected_p)
     assert sedan["smd_low"] <= sedan["smd"] <= sedan["smd_high"]
     # Doubling every answer leaves the SMD unchanged.
@@ -100,3 +101,78 @@ def test_all_invalid_domain_gives_a_row_with_rates_and_no_smd(caplog):
     assert table["invalid_rate_ref"].tolist() == [1.0, 1.0] and table["smd"].isna().all()
     assert table["abs_smd"].isna().all()
     assert "chess: no variation has an SMD" in caplog.text
+
+
+def exact_rows():
+    """Answers of the exact readout: two prompts per name, each a distribution over a few values (masses in
+    eighths) with some invalid mass."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for race, shift in (("White", 30.0), ("Black", 20.0)):
+        for index in range(4):
+            for prompt in range(2):
+                support = sorted(rng.choice([10.0, 20.0, 30.0, 40.0, 80.0], 3, replace=False) + shift)
+                eighths = rng.multinomial(7, [1 / 3] * 3) + np.array(
+                    [1, 0, 0]
+                )  # 8 eighths, one may be invalid
+                invalid = int(rng.integers(0, 2))
+                eighths[0] -= invalid
+                rows.append(
+                    {
+                        "domain": "car",
+                        "variation": "sedan",
+                        "name": f"{race}{index}",
+                        "race": race,
+                        "prompt_id": f"{race}{index}-{prompt}",
+                        "value": float(np.dot(support, eighths) / eighths.sum()),
+                        "valid": True,
+                        "reason": "ok",
+                        "support": list(support),
+                        "probs": list(eighths / 8),
+                        "invalid_reasons": ["no_leading_number"] if invalid else [],
+                        "invalid_probs": [invalid / 8] if invalid else [],
+                        "mass_invalid": invalid / 8,
+                        "mass_unexplored": 0.0,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_exact_rows_give_what_infinitely_many_samples_estimate():
+    """Each prompt's distribution, written out as 8 samples in its exact proportions and repeated, gives the
+    sampled SMD; as the repeats grow it tends to the population-variance (ddof 0) form computed here."""
+    frame = exact_rows()
+    table = bias_table(frame, ("White", "Black"), resamples=300, seed=0)
+    row = table[table["level"] == "variation"].iloc[0]
+    samples = {"White": [], "Black": []}
+    invalid = {"White": 0, "Black": 0}
+    for _, answer in frame.iterrows():
+        for value, p in zip(answer["support"], answer["probs"], strict=True):
+            samples[answer["race"]] += [value] * round(8 * p)
+        invalid[answer["race"]] += round(8 * answer["mass_invalid"])
+    white, black = np.array(samples["White"]), np.array(samples["Black"])
+    pooled = np.sqrt((white.var() * len(white) + black.var() * len(black)) / (len(white) + len(black)))
+    assert row["smd"] == pytest.approx((white.mean() - black.mean()) / pooled, rel=1e-9)
+    assert row["mean_ref"] == pytest.approx(white.mean()) and row["sd_focal"] == pytest.approx(black.std())
+    # invalid rates are masses: the share of invalid eighths
+    assert row["invalid_rate_ref"] == pytest.approx(invalid["White"] / (8 * 8))
+    assert row["n_ref"] == pytest.approx(len(white) / 8)
+    # Mann-Whitney on the names' mean answers (each name: the mean of its prompts' mixture)
+    means = {"White": [], "Black": []}
+    for _, answers in frame.groupby("name", sort=False):
+        weighted = sum(np.dot(a, p) for a, p in zip(answers["support"], answers["probs"], strict=True))
+        means[answers["race"].iloc[0]].append(weighted / sum(map(sum, answers["probs"])))
+    expected = scipy_stats.mannwhitneyu(means["White"], means["Black"], method="asymptotic").pvalue
+    assert row["mwu_p"] == pytest.approx(expected)
+
+
+def test_winsorising_clips_each_variation_at_its_percentiles():
+    frame = make_answers()
+    table = bias_table(frame, ("White", "Black"), resamples=300, seed=1, winsorize=(5, 95))
+    sedan = table[table["variation"] == "sedan"].iloc[0]
+    values = np.array([10, 12, 11, 14, 13, 9, 8, 10, 7.0])  # both groups' valid answers
+    clipped = np.clip(values, *np.percentile(values, [5, 95]))
+    white, black = clipped[:5], clipped[5:]
+    s_p = math.sqrt(((len(white) - 1) * white.var(ddof=1) + (len(black) - 1) * black.var(ddof=1)) / 7)
+    assert sedan["smd"] == pytest.approx((white.mean() - black.mean()) / s_p)
+    assert sedan["smd"] != pytest.approx(bias_table(frame, ("White", "Black"), resamples=300)["smd"].iloc[0])

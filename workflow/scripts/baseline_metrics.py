@@ -23,6 +23,7 @@ with log_to(snakemake.log[0]):
         confidence=metrics["confidence"],
         seed=metrics["seed"],
         permutations=metrics["permutations"],
+        winsorize=metrics["winsorize"],
     )
     table.insert(0, "model", snakemake.wildcards.model)
     write_parquet(

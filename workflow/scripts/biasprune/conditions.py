@@ -83,6 +83,7 @@ def evaluated_table(
                 metrics["bootstrap"],
                 metrics["confidence"],
                 metrics["seed"],
+                metrics.get("winsorize"),
             )
             table["n_pruned"] = part.groupby("condition")["n_pruned"].first().mean()
             rows.append(table.assign(**dict(zip(by, key, strict=True))))
@@ -112,15 +113,17 @@ def _with_control_summary(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def names_table(evaluated: Sequence[pd.DataFrame], base: pd.DataFrame) -> pd.DataFrame:
+def names_table(
+    evaluated: Sequence[pd.DataFrame], base: pd.DataFrame, winsorize: Sequence[float] | None = None
+) -> pd.DataFrame:
     """Per-name summaries of every evaluation (and of the unpruned answers, control = base)."""
     by = [*KEYS, "control", "seed", "in_sample"]
     parts = [
-        name_summaries(frame, base[base["domain"] == frame["domain"].iloc[0]], by)
+        name_summaries(frame, base[base["domain"] == frame["domain"].iloc[0]], by, winsorize)
         for frame in evaluated
         if len(frame)
     ]
-    unpruned = name_summaries(base, base).assign(
+    unpruned = name_summaries(base, base, winsorize=winsorize).assign(
         **dict.fromkeys(KEYS, ""), control=BASE, seed=-1, in_sample=True
     )
     return pd.concat([unpruned[parts[0].columns], *parts], ignore_index=True)
@@ -159,7 +162,7 @@ def condition_tables(
     table = _with_control_summary(table)
     first = [*KEYS, "control", "seed", "domain", "variation", "level", "in_sample", "vacuous"]
     table = table[first + [c for c in table.columns if c not in first]]
-    return table, transfer_table(table), names_table(evaluated, base)
+    return table, transfer_table(table), names_table(evaluated, base, metrics.get("winsorize"))
 
 
 def selection_label(scope: str, condition: str) -> str:

@@ -71,6 +71,7 @@ class Draws:
     def __init__(self, names: pd.DataFrame, groups: Sequence[str], metrics: dict):
         reference, focal = groups
         base = names[names["control"] == "base"]
+        ddof = int(names["ddof"].iloc[0]) if "ddof" in names and len(names) else 1  # 0: exact distributions
         self.abs_smd, self.signed, self.counts = {}, {}, {}
         for domain, part in names.groupby("domain", sort=False):
             own = base[base["domain"] == domain]
@@ -94,7 +95,7 @@ class Draws:
             # (series, draws, fields) sums of each group under every draw
             ref = np.einsum("bi,sif->sbf", weights[0], values[:, :split])
             foc = np.einsum("bi,sif->sbf", weights[1], values[:, split:])
-            signed = smd_from_sums(ref[..., :3], foc[..., :3])
+            signed = smd_from_sums(ref[..., :3], foc[..., :3], ddof)
             for i, key in enumerate(series):
                 full = (*key[:7], domain, key[7])
                 self.signed[full] = signed[i]

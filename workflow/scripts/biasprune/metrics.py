@@ -12,44 +12,130 @@ import pandas as pd
 
 from .stats import (
     bootstrap_indices,
-    bootstrap_smd,
+    bootstrap_smd_of_sums,
     mann_whitney_p,
-    name_sums,
     percentile_interval,
     permutation_abs_smd,
     permutation_p,
-    smd,
+    smd_from_sums,
 )
 
 log = logging.getLogger(__name__)
+# The answers table's per-prompt distribution columns (exact readout); null for every other readout.
+DISTRIBUTION_COLUMNS = ["support", "probs", "invalid_reasons", "invalid_probs"]
 
 
-def _per_name(frame: pd.DataFrame, names: Sequence[str]) -> list[np.ndarray]:
+def weighted_answers(answers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (answer, value) with a `weight`: a sampled, greedy or expected answer weighs 1; a row of
+    the exact readout becomes its support values (weight: probability; invalid with the row's reason when
+    the row is, e.g. `low_mass`) and its invalid reasons (weight: mass). Unexplored mass is left out: the
+    statistics are those of the explored distribution, and the answers table reports what was left."""
+    answers = answers.drop(columns=["grid_probs"], errors="ignore")
+    if "support" not in answers or answers["support"].isna().all():
+        return answers.drop(columns=DISTRIBUTION_COLUMNS, errors="ignore").assign(weight=1.0)
+    exact = answers["support"].notna()
+    plain = answers[~exact].drop(columns=DISTRIBUTION_COLUMNS).assign(weight=1.0)
+    rows = answers[exact]
+    keep = rows.drop(columns=[*DISTRIBUTION_COLUMNS, "value", "reason"])
+    values = keep.assign(value=rows["support"], weight=rows["probs"], reason=rows["reason"])
+    values = values.explode(["value", "weight"]).dropna(subset=["value"])
+    values["reason"] = values["reason"].where(~values["valid"], "ok")
+    invalid = keep.assign(reason=rows["invalid_reasons"], weight=rows["invalid_probs"], value=np.nan)
+    invalid = invalid.explode(["reason", "weight"]).dropna(subset=["reason"]).assign(valid=False)
+    frame = pd.concat([plain, values, invalid], ignore_index=True)
+    return frame.astype({"value": float, "weight": float, "valid": bool})
+
+
+def ddof_of(answers: pd.DataFrame) -> int:
+    """1 for answers counted one by one (Cohen's d), 0 for probability-weighted distributions."""
+    return 0 if "support" in answers and answers["support"].notna().any() else 1
+
+
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """Percentiles `q` (0-100): numpy's linear ones for answers of weight 1, the weighted inverted CDF for
+    distributions."""
+    if np.all(weights == 1):
+        return np.percentile(values, q)
+    return np.percentile(values, q, weights=weights, method="inverted_cdf")
+
+
+def winsorized(frame: pd.DataFrame, band: Sequence[float] | None, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Valid values clipped, per (`by`..., domain, variation), at the `band` percentiles of that variation's
+    valid values (both groups); None keeps them."""
+    if band is None:
+        return frame
+    frame = frame.copy()
     valid = frame[frame["valid"]]
-    grouped = {name: group["value"].to_numpy(float) for name, group in valid.groupby("name")}
-    return [grouped.get(name, np.empty(0)) for name in names]
+    for _, part in valid.groupby([*by, "domain", "variation"], sort=False, dropna=False):
+        low, high = weighted_quantiles(part["value"].to_numpy(float), part["weight"].to_numpy(float), band)
+        frame.loc[part.index, "value"] = part["value"].clip(low, high)
+    return frame
 
 
-def _group_summary(frame: pd.DataFrame, suffix: str) -> dict:
-    values = frame.loc[frame["valid"], "value"].to_numpy(float)
-    invalid = frame.loc[~frame["valid"], "reason"].value_counts()
+def _per_name(frame: pd.DataFrame, names: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(values, weights) of each name's valid answers."""
+    valid = frame[frame["valid"]]
+    grouped = {
+        name: (group["value"].to_numpy(float), group["weight"].to_numpy(float))
+        for name, group in valid.groupby("name")
+    }
+    return [grouped.get(name, (np.empty(0), np.empty(0))) for name in names]
+
+
+def _sums(per_name) -> np.ndarray:
+    """(count, sum, sumsq) per name, weighted."""
+    return np.array([[w.sum(), (w * v).sum(), (w * v * v).sum()] for v, w in per_name], float).reshape(-1, 3)
+
+
+def _name_means(per_name) -> np.ndarray:
+    """Each name's mean valid answer (names without one left out): the units Mann-Whitney compares, as a
+    name's answers are not independent of each other."""
+    return np.array([np.average(v, weights=w) for v, w in per_name if w.sum() > 0])
+
+
+def _group_summary(frame: pd.DataFrame, suffix: str, ddof: int = 1) -> dict:
+    valid = frame[frame["valid"]]
+    values, weights = valid["value"].to_numpy(float), valid["weight"].to_numpy(float)
+    n, total = weights.sum(), frame["weight"].sum()
+    invalid = frame[~frame["valid"]].groupby("reason")["weight"].sum().sort_values(ascending=False)
+    mean = float(np.average(values, weights=weights)) if n > 0 else np.nan
+    variance = float((weights * (values - mean) ** 2).sum() / (n - ddof)) if n > ddof else np.nan
+    counted = ddof == 1  # counts of answers stay integers; masses are shown to 3 decimals
+    show = round if counted else float
     return {
-        f"n_{suffix}": len(values),
-        f"mean_{suffix}": float(values.mean()) if len(values) else np.nan,
-        f"sd_{suffix}": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
-        f"n_invalid_{suffix}": int((~frame["valid"]).sum()),
-        f"invalid_rate_{suffix}": float((~frame["valid"]).mean()) if len(frame) else np.nan,
-        f"invalid_reasons_{suffix}": ",".join(f"{reason}:{count}" for reason, count in invalid.items()),
+        f"n_{suffix}": show(n),
+        f"mean_{suffix}": mean,
+        f"sd_{suffix}": float(np.sqrt(variance)) if np.isfinite(variance) else np.nan,
+        f"n_invalid_{suffix}": show(total - n),
+        f"invalid_rate_{suffix}": float((total - n) / total) if total > 0 else np.nan,
+        f"invalid_reasons_{suffix}": ",".join(
+            f"{reason}:{show(mass) if counted else f'{mass:.3f}'}" for reason, mass in invalid.items()
+        ),
     }
 
 
-def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], draws):
-    """Valid values of each group, the SMD, its bootstrap resamples (names drawn by `draws`) and the
-    per-name (count, sum, sumsq) triples, reference names first."""
+def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], draws, ddof: int = 1):
+    """Per-name (values, weights) of each group, the SMD, its bootstrap resamples (names drawn by `draws`)
+    and the per-name (count, sum, sumsq) triples, reference names first."""
     per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
-    reference, focal = (np.concatenate(values) for values in per_name)
-    sums = np.concatenate([name_sums(values) for values in per_name])
-    return reference, focal, smd(reference, focal), bootstrap_smd(*per_name, indices=draws), sums
+    ref, foc = (_sums(values) for values in per_name)
+    value = float(smd_from_sums(ref.sum(0), foc.sum(0), ddof))
+    return (
+        per_name,
+        value,
+        bootstrap_smd_of_sums(ref, foc, indices=draws, ddof=ddof),
+        np.concatenate([ref, foc]),
+    )
+
+
+def _mwu(per_name) -> float:
+    """Mann-Whitney p of the names' mean answers, reference against focal."""
+    return mann_whitney_p(*(_name_means(values) for values in per_name))
+
+
+def _invalid_rate(frame: pd.DataFrame) -> float:
+    total = frame["weight"].sum()
+    return float(frame.loc[~frame["valid"], "weight"].sum() / total) if total > 0 else np.nan
 
 
 def measurable(low: float, high: float) -> bool:
@@ -76,6 +162,7 @@ def bias_table(
     confidence: float = 0.95,
     seed: int = 0,
     permutations: int = 2000,
+    winsorize: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """One row per (domain, variation) and one per domain (mean |SMD| over its variations).
 
@@ -84,9 +171,13 @@ def bias_table(
     CIs resample names within each group (the same resampled names for every variation of a domain), and
     `measurable` says whether the signed interval excludes 0. |SMD| (and the domain's mean |SMD|) is tested
     against a permutation null, race labels permuted over the names (`abs_smd_p`): a percentile interval of
-    |SMD| never contains 0 and is not shown. Invalid answers are excluded and counted per group.
+    |SMD| never contains 0 and is not shown. Invalid answers are excluded and counted per group; Mann-Whitney
+    compares the names' mean answers. Rows of the exact readout count as their distributions (see
+    weighted_answers: masses for counts, the mixture's variance); `winsorize` clips each variation first.
     """
     reference, focal = groups
+    ddof = ddof_of(answers)
+    answers = winsorized(weighted_answers(answers), winsorize)
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
         names = _names(frame, groups)
@@ -94,35 +185,34 @@ def bias_table(
         sums = []
         for variation, part in frame.groupby("variation", sort=False):
             ref_part, focal_part = part[part["race"] == reference], part[part["race"] == focal]
-            ref_values, focal_values, value, boots, name_sums_ = _variation_stats(part, names, groups, draws)
+            per_name, value, boots, name_sums_ = _variation_stats(part, names, groups, draws, ddof)
             sums.append(name_sums_)
             low, high = percentile_interval(boots, confidence)
             if not np.isfinite(value):
                 log.warning(
-                    "%s / %s: no SMD (valid answers: %d vs %d)",
+                    "%s / %s: no SMD (valid answers: %g vs %g)",
                     domain,
                     variation,
-                    len(ref_values),
-                    len(focal_values),
+                    *(sum(w.sum() for _, w in values) for values in per_name),
                 )
             rows.append(
                 {
                     "domain": domain,
                     "variation": variation,
                     "level": "variation",
-                    **_group_summary(ref_part, "ref"),
-                    **_group_summary(focal_part, "focal"),
+                    **_group_summary(ref_part, "ref", ddof),
+                    **_group_summary(focal_part, "focal", ddof),
                     "smd": value,
                     "smd_low": low,
                     "smd_high": high,
                     "measurable": measurable(low, high),
                     "abs_smd": abs(value),
-                    "mwu_p": mann_whitney_p(ref_values, focal_values),
+                    "mwu_p": _mwu(per_name),
                 }
             )
         variation_rows = rows[-len(sums) :]
         labels = np.arange(len(names[reference]) + len(names[focal])) < len(names[reference])
-        observed, permuted = permutation_abs_smd(np.stack(sums), labels, permutations, seed)
+        observed, permuted = permutation_abs_smd(np.stack(sums), labels, permutations, seed, ddof)
         for row, p in zip(variation_rows, permutation_p(observed, permuted), strict=True):
             row["abs_smd_p"] = float(p)
         smds = np.array([row["smd"] for row in variation_rows])
@@ -133,8 +223,8 @@ def bias_table(
             "domain": domain,
             "variation": None,
             "level": "domain",
-            **_group_summary(frame[frame["race"] == reference], "ref"),
-            **_group_summary(frame[frame["race"] == focal], "focal"),
+            **_group_summary(frame[frame["race"] == reference], "ref", ddof),
+            **_group_summary(frame[frame["race"] == focal], "focal", ddof),
             "smd": np.nan,
             "smd_low": np.nan,
             "smd_high": np.nan,
@@ -174,41 +264,66 @@ def _reduction(pruned, base) -> np.ndarray:
 BAND = (5, 95)
 
 
-def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=BAND) -> float:
+def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=BAND, pruned_weights=None, base_weights=None):
     """Share of pruned answers inside the unpruned answers' 5-95% percentile band (the unpruned answers
-    themselves score below 1 against it: 0.875 at n = 32; compare with that, never with a constant)."""
-    if len(pruned) == 0 or len(base) == 0:
+    themselves score below 1 against it: 0.875 at n = 32; compare with that, never with a constant).
+    Weights (distribution readouts) make both the band and the share probability-weighted."""
+    pruned_weights = np.ones(len(pruned)) if pruned_weights is None else np.asarray(pruned_weights, float)
+    base_weights = np.ones(len(base)) if base_weights is None else np.asarray(base_weights, float)
+    if pruned_weights.sum() <= 0 or base_weights.sum() <= 0:
         return np.nan
-    low, high = np.percentile(base, band)
-    return float(((pruned >= low) & (pruned <= high)).mean())
+    low, high = weighted_quantiles(np.asarray(base, float), base_weights, band)
+    inside = (pruned >= low) & (pruned <= high)
+    return float(np.average(inside, weights=pruned_weights))
 
 
-def name_summaries(answers: pd.DataFrame, base: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+def name_summaries(
+    answers: pd.DataFrame,
+    base: pd.DataFrame,
+    by: Sequence[str] = (),
+    winsorize: Sequence[float] | None = None,
+) -> pd.DataFrame:
     """Per (`by`..., domain, variation, name, race): answers, valid answers, sum and sum of squares of the
-    valid values, and how many valid values lie inside the unpruned answers' 5-95% band of the variation.
-    Everything the findings' name bootstrap needs, as (count, sum, sumsq) are for the SMD."""
+    valid values, and how many valid values lie inside the unpruned answers' 5-95% band of the variation
+    (all weighted: probability masses for the exact readout; `ddof` says which). Everything the findings'
+    name bootstrap needs, as (count, sum, sumsq) are for the SMD."""
+    ddof = ddof_of(base)
+    answers = winsorized(weighted_answers(answers), winsorize, by)
+    base = winsorized(weighted_answers(base), winsorize)
     valid = base[base["valid"]]
-    bands = valid.groupby(["domain", "variation"])["value"].quantile([BAND[0] / 100, BAND[1] / 100])
-    bands = bands.unstack().set_axis(["band_low", "band_high"], axis=1).reset_index()
+    bands = pd.DataFrame(
+        [
+            (
+                domain,
+                variation,
+                *weighted_quantiles(part["value"].to_numpy(), part["weight"].to_numpy(), BAND),
+            )
+            for (domain, variation), part in valid.groupby(["domain", "variation"], sort=False)
+        ],
+        columns=["domain", "variation", "band_low", "band_high"],
+    )
     frame = answers.merge(bands, on=["domain", "variation"], how="left")
-    value = frame["value"].where(frame["valid"])
+    weight = frame["weight"].where(frame["valid"], 0.0)
+    value = frame["value"].where(frame["valid"]).fillna(0)
+    inside = (frame["value"] >= frame["band_low"]) & (frame["value"] <= frame["band_high"])
     frame = frame.assign(
-        n_valid=frame["valid"].astype(int),
-        total=value.fillna(0),
-        total_sq=value.fillna(0) ** 2,
-        n_inlier=(frame["valid"] & (value >= frame["band_low"]) & (value <= frame["band_high"])).astype(int),
+        n_valid=weight,
+        total=weight * value,
+        total_sq=weight * value**2,
+        n_inlier=weight.where(inside, 0.0),
     )
     keys = [*by, "domain", "variation", "name", "race"]
     return (
         frame.groupby(keys, sort=False, dropna=False)
         .agg(
-            n_answers=("valid", "size"),
+            n_answers=("weight", "sum"),
             n_valid=("n_valid", "sum"),
             total=("total", "sum"),
             total_sq=("total_sq", "sum"),
             n_inlier=("n_inlier", "sum"),
         )
         .reset_index()
+        .assign(ddof=ddof)
     )
 
 
@@ -219,24 +334,29 @@ def comparison_table(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    winsorize: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """The bias of one domain's answers under a mask next to the unpruned answers of the same prompts.
 
     One row per evaluated variation and one `domain` row (mean |SMD| over them). The relative reduction
     1 - |SMD_pruned| / |SMD_base| gets its CI from resamples of names drawn identically for both (paired),
-    the draws bias_table uses, so the unpruned SMD here equals the baseline table's.
+    the draws bias_table uses, so the unpruned SMD here equals the baseline table's. Answers are weighted
+    as in bias_table (distributions of the exact readout) and winsorised per variation when asked.
     """
+    ddof = ddof_of(base)
+    pruned = winsorized(weighted_answers(pruned), winsorize)
+    base = winsorized(weighted_answers(base), winsorize)
     (domain,) = base["domain"].unique()
     names = _names(base, groups)
     draws = name_draws(names, groups, resamples, seed, domain)
     rows, boots, base_boots = [], [], []
     for variation, part in pruned.groupby("variation", sort=False):
         base_part = base[base["variation"] == variation]
-        ref_values, focal_values, value, resampled, _ = _variation_stats(part, names, groups, draws)
-        *_, base_value, base_resampled, _ = _variation_stats(base_part, names, groups, draws)
+        per_name, value, resampled, _ = _variation_stats(part, names, groups, draws, ddof)
+        _, base_value, base_resampled, _ = _variation_stats(base_part, names, groups, draws, ddof)
         boots.append(resampled)
         base_boots.append(base_resampled)
-        valid, base_valid = part.loc[part["valid"], "value"], base_part.loc[base_part["valid"], "value"]
+        valid, base_valid = part[part["valid"]], base_part[base_part["valid"]]
         smd_low, smd_high = percentile_interval(resampled, confidence)
         reduction_low, reduction_high = percentile_interval(_reduction(resampled, base_resampled), confidence)
         rows.append(
@@ -244,7 +364,7 @@ def comparison_table(
                 "domain": domain,
                 "variation": variation,
                 "level": "variation",
-                "n_answers": len(part),
+                "n_answers": float(part["weight"].sum()),
                 "smd": value,
                 "smd_low": smd_low,
                 "smd_high": smd_high,
@@ -263,10 +383,16 @@ def comparison_table(
                 "reduction": float(_reduction(value, base_value)),
                 "reduction_low": reduction_low,
                 "reduction_high": reduction_high,
-                "mwu_p": mann_whitney_p(ref_values, focal_values),
-                "invalid_rate": float((~part["valid"]).mean()),
-                "base_invalid_rate": float((~base_part["valid"]).mean()),
-                "inlier_ratio": inlier_ratio(valid.to_numpy(float), base_valid.to_numpy(float)),
+                "mwu_p": _mwu(per_name),
+                "invalid_rate": _invalid_rate(part),
+                "base_invalid_rate": _invalid_rate(base_part),
+                "inlier_ratio": inlier_ratio(
+                    valid["value"].to_numpy(float),
+                    base_valid["value"].to_numpy(float),
+                    BAND,
+                    valid["weight"].to_numpy(float),
+                    base_valid["weight"].to_numpy(float),
+                ),
             }
         )
     frame = pd.DataFrame(rows)
@@ -276,11 +402,12 @@ def comparison_table(
     low, high = percentile_interval(_reduction(_mean_abs(boots), _mean_abs(base_boots)), confidence)
     change_low, change_high = percentile_interval(_mean_abs(boots) - _mean_abs(base_boots), confidence)
     evaluated = base[base["variation"].isin(frame["variation"])]
+    inliers = frame["inlier_ratio"].notna()
     summary = {
         "domain": domain,
         "variation": None,
         "level": "domain",
-        "n_answers": len(pruned),
+        "n_answers": float(pruned["weight"].sum()),
         "abs_smd": abs_smd,
         "base_abs_smd": base_abs,
         "base_measurable": bool(frame["base_measurable"].any()),
@@ -290,8 +417,12 @@ def comparison_table(
         "reduction": float(_reduction(abs_smd, base_abs)),
         "reduction_low": low,
         "reduction_high": high,
-        "invalid_rate": float((~pruned["valid"]).mean()),
-        "base_invalid_rate": float((~evaluated["valid"]).mean()),
-        "inlier_ratio": float(np.average(frame["inlier_ratio"], weights=frame["n_answers"])),
+        "invalid_rate": _invalid_rate(pruned),
+        "base_invalid_rate": _invalid_rate(evaluated),
+        "inlier_ratio": float(
+            np.average(frame.loc[inliers, "inlier_ratio"], weights=frame.loc[inliers, "n_answers"])
+        )
+        if inliers.any()
+        else np.nan,
     }
     return pd.concat([frame, pd.DataFrame([summary])], ignore_index=True)

@@ -32,20 +32,29 @@ def smd(reference: np.ndarray, focal: np.ndarray) -> float:
     return float((reference.mean() - focal.mean()) / sd)
 
 
-def name_sums(per_name: Sequence[np.ndarray]) -> np.ndarray:
-    """(count, sum, sum of squares) of each name's answers: enough to pool any resample of names."""
+def name_sums(per_name: Sequence[np.ndarray], weights: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """(count, sum, sum of squares) of each name's answers: enough to pool any resample of names. With
+    `weights` (an answer's probability, for distribution readouts) they are weighted sums."""
+    if weights is None:
+        weights = [np.ones(len(v)) for v in per_name]
     return np.array(
-        [[len(v), np.sum(v), np.sum(np.square(v))] for v in map(np.asarray, per_name)], dtype=float
-    )
+        [
+            [np.sum(w), np.sum(w * v), np.sum(w * np.square(v))]
+            for v, w in zip(map(np.asarray, per_name), map(np.asarray, weights), strict=True)
+        ],
+        dtype=float,
+    ).reshape(-1, 3)
 
 
-def smd_from_sums(reference: np.ndarray, focal: np.ndarray) -> np.ndarray:
-    """SMD of pooled (count, sum, sumsq) triples; arrays of shape (..., 3)."""
+def smd_from_sums(reference: np.ndarray, focal: np.ndarray, ddof: int = 1) -> np.ndarray:
+    """SMD of pooled (count, sum, sumsq) triples; arrays of shape (..., 3). `ddof` 1: the sample variances
+    of Cohen's d (counts of answers); 0: the variances of a mixture of distributions (counts are masses),
+    what sampled answers estimate as their number grows."""
     n_r, s_r, q_r = np.moveaxis(reference, -1, 0)
     n_f, s_f, q_f = np.moveaxis(focal, -1, 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ss = (q_r - s_r**2 / n_r) + (q_f - s_f**2 / n_f)
-        sd = np.sqrt(np.maximum(ss, 0) / (n_r + n_f - 2))
+        sd = np.sqrt(np.maximum(ss, 0) / (n_r + n_f - 2 * ddof))
         value = (s_r / n_r - s_f / n_f) / sd
         defined = (n_r > 0) & (n_f > 0) & (sd > RELATIVE_SD_FLOOR * (np.abs(s_r / n_r) + np.abs(s_f / n_f)))
     return np.where(defined, value, np.nan)
@@ -66,15 +75,20 @@ def bootstrap_smd(
     resamples: int = 2000,
     seed: int = 0,
     indices: tuple[np.ndarray, np.ndarray] | None = None,
+    ddof: int = 1,
 ) -> np.ndarray:
     """SMD of each bootstrap resample; `reference`/`focal` hold one array of answers per name.
 
     Names (not answers) are resampled within each group: answers of one name are not independent, and
     resampling answers would understate the uncertainty.
     """
-    ref, foc = name_sums(reference), name_sums(focal)
+    return bootstrap_smd_of_sums(name_sums(reference), name_sums(focal), resamples, seed, indices, ddof)
+
+
+def bootstrap_smd_of_sums(ref: np.ndarray, foc: np.ndarray, resamples=2000, seed=0, indices=None, ddof=1):
+    """bootstrap_smd from per-name (count, sum, sumsq) triples (see name_sums)."""
     ref_index, foc_index = indices or bootstrap_indices(len(ref), len(foc), resamples, seed)
-    return smd_from_sums(ref[ref_index].sum(1), foc[foc_index].sum(1))
+    return smd_from_sums(ref[ref_index].sum(1), foc[foc_index].sum(1), ddof)
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -110,7 +124,7 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def permutation_abs_smd(
-    sums: np.ndarray, is_reference: np.ndarray, permutations: int = 2000, seed: int = 0
+    sums: np.ndarray, is_reference: np.ndarray, permutations: int = 2000, seed: int = 0, ddof: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """|SMD| of the observed labels and of `permutations` relabellings of the names.
 
@@ -124,8 +138,8 @@ def permutation_abs_smd(
     total = sums.sum(1)  # (variations, 3)
     reference = np.einsum("pn,vnk->pvk", permuted, sums)
     observed_ref = np.einsum("n,vnk->vk", labels.astype(float), sums)
-    observed = np.abs(smd_from_sums(observed_ref, total - observed_ref))
-    return observed, np.abs(smd_from_sums(reference, total - reference))
+    observed = np.abs(smd_from_sums(observed_ref, total - observed_ref, ddof))
+    return observed, np.abs(smd_from_sums(reference, total - reference, ddof))
 
 
 def permutation_p(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
