@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_LLAMA
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from biasprune.exact import NOT_LEADING, exact_distributions, leading_state, settled
+from biasprune.exact import NOT_LEADING, _probed, exact_distributions, leading_state, settled
 from biasprune.parse import parse_number
 from biasprune.readouts import generate_tokens
 from biasprune.tokens import chat_prompt
@@ -182,3 +182,45 @@ def test_when_a_leading_number_is_settled(text, state, closed):
     assert leading_state(text) == state
     if closed is not None:
         assert settled(text) == closed
+
+
+def test_the_shortcut_agrees_with_trying_every_continuation():
+    """settled() decides plain tails without parsing probes; on 3,000 random answer beginnings it agrees
+    with the probe oracle everywhere."""
+    rng = np.random.default_rng(0)
+    pieces = [
+        "1",
+        "2",
+        "0",
+        "00",
+        "5",
+        ",",
+        ".",
+        " ",
+        "k",
+        "K",
+        " k",
+        "m",
+        "b",
+        "n",
+        "th",
+        "ousand",
+        " thousand",
+        " million",
+        "illion",
+        " per",
+        " dollars",
+        "%",
+        "-",
+        "/",
+        "\n",
+        "a",
+        "s",
+        "$",
+        "km",
+        "g",
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces, rng.integers(1, 6)))
+        text = rng.choice(["1", "2", "35"]) + text
+        assert settled(text) == _probed(text), text

@@ -18,7 +18,7 @@ with log_to(snakemake.log[0]):
     )
     prompts = pq.read_table(snakemake.input.prompts).to_pylist()
     answers = pq.read_table(
-        snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs"]
+        snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
     ).to_pylist()
     provenance = {
         "model": snakemake.wildcards.model,

@@ -18,7 +18,9 @@ with log_to(snakemake.log[0]):
     )
     adapter = ModelAdapter.of(model)
     steps = greedy_steps(adapter.n_layers * adapter.n_heads, snakemake.params.heads)
-    answers = pq.read_table(snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs"])
+    answers = pq.read_table(
+        snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
+    )
     table = greedy_scores(
         model,
         tokenizer,

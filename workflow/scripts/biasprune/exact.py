@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from .parse import OUT_OF_RANGE, parse_number
+from .parse import NUMBER, OUT_OF_RANGE, parse_number
 from .readouts import _prefill, encode_shared_prefix, eos_ids, nucleus
 
 NOT_LEADING = "no_leading_number"  # the answer starts with something else: undecided whether a number follows
@@ -60,7 +61,30 @@ def leading_number(text: str, max_chars: int = 200) -> tuple[float | None, str]:
 
 
 def settled(text: str) -> bool:
-    """Whether no continuation can change the number `text` starts with."""
+    """Whether no continuation can change the number `text` starts with.
+
+    Decided from what follows the number when that is plain (a space then a symbol, a digit or a word that
+    no scale starts with: "250 per", "12 5", "15k "), else by trying every continuation that could change
+    it (_PROBES: digits, thousands groups, decimals, scale words, a letter that undoes a scale)."""
+    match = NUMBER.search(text)
+    if match is None or match["words"]:
+        return _probed(text)
+    tail = text[match.end() :]
+    if match["scale"]:
+        return bool(tail)  # "15k " is settled, "15k" is not ("15km" is 15)
+    rest = tail.lstrip()
+    if not rest or rest[0] in ",.":
+        return False if not rest else _probed(text)
+    if not rest[0].isalpha():
+        return True  # a symbol or, after a space, a digit: nothing can join the number any more
+    run = re.match(r"[a-zA-Z]+", rest).group().lower()
+    complete = len(run) < len(rest)
+    if complete or not any(word.startswith(run) for word in _SCALES):
+        return True  # a whole word that is not a scale (a scale would be in the match), or no scale's start
+    return _probed(text)
+
+
+def _probed(text: str) -> bool:
     value = parse_number(text).value
     return all(parse_number(text + probe).value == value for probe in _PROBES)
 

@@ -18,7 +18,7 @@ NAME_COLUMNS = ("name", "race", "gender")
 # Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
 METHOD_PARAMETERS = {("neurons", "activation"): ("position",), ("heads", "name_attention"): ("aggregate",)}
 READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
-MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout")
+MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
 
@@ -189,8 +189,9 @@ class Study:
     def readout(self, key: str) -> dict:
         """The readout settings model `key` uses: the config's `readout` with the model's mode override,
         keeping only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
-        settings = self.config["readout"]
+        settings = dict(self.config["readout"])
         mode = self.model(key).get("readout", settings["mode"])
+        settings["use_prefix"] = self.model(key).get("use_prefix", settings["use_prefix"])
         used = {
             "expected": ("expected",),
             "greedy": READOUT_DECODE_KEYS,
