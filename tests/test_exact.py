@@ -6,12 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_LLAMA
+from conftest import TINY_LLAMA, readout_settings
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from biasprune.exact import NOT_LEADING, _probed, exact_distributions, leading_state, settled
-from biasprune.parse import parse_number
-from biasprune.readouts import generate_tokens
+from biasprune.parse import OUT_OF_RANGE, parse_number
+from biasprune.readouts import generate_tokens, read_answers
+from biasprune.study import Answer
 from biasprune.tokens import chat_prompt
 
 TEMPERATURE, TOP_P = 0.6, 0.9
@@ -78,6 +79,45 @@ def test_a_hand_set_model_gives_its_masses_exactly(tiny_tokenizer):
     texts = [tiny_tokenizer.decode(row, skip_special_tokens=True) for row in tokens.tolist()]
     shares = np.array([np.mean([t == "12" for t in texts]), np.mean([t == "1200" for t in texts])])
     assert np.abs(shares - 1 / 3).max() < 4 * math.sqrt(2 / 9 / 3000)
+
+
+def test_the_exact_answers_row_carries_the_distribution_and_its_masses(tiny_tokenizer):
+    ids = {
+        text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"][0]
+        for text in ("$", "1", "2", "00", "I")
+    }
+    eos = tiny_tokenizer.eos_token_id
+    chain = {
+        ids["$"]: {ids["1"]: 2 / 3, ids["I"]: 1 / 3},
+        ids["1"]: {ids["2"]: 1.0},
+        ids["2"]: {eos: 0.5, ids["00"]: 0.5},
+        ids["00"]: {eos: 1.0},
+    }
+    model = markov_model(tiny_tokenizer, chain)
+    rows = [{"prompt_id": "p0", "text": "What should I offer Jamal?"}]
+    settings = readout_settings("exact")
+
+    def read(answer_range=(1, 1e6), **exact):
+        answer = Answer(unit="USD", prefix="$", range=answer_range, grid=(10.0,))
+        columns = read_answers(model, tiny_tokenizer, rows, answer, {**settings, "exact": exact})
+        return {name: values[0] for name, values in columns.items()}
+
+    row = read()
+    assert row["valid"] and row["reason"] == "ok" and row["value"] == pytest.approx((12 + 1200) / 2)
+    assert row["support"] == [12.0, 1200.0] and row["probs"] == pytest.approx([1 / 3, 1 / 3], abs=1e-6)
+    assert row["invalid_reasons"] == [NOT_LEADING] and row["mass_invalid"] == pytest.approx(1 / 3, abs=1e-6)
+    assert row["mass_unexplored"] < 1e-6 and row["text"] is None
+    # 1200 outside the domain's range: its mass moves to out_of_range, the value is 12
+    row = read(answer_range=(1, 1000))
+    assert row["value"] == pytest.approx(12) and row["support"] == [12.0]
+    assert dict(zip(row["invalid_reasons"], row["invalid_probs"], strict=True)) == pytest.approx(
+        {NOT_LEADING: 1 / 3, OUT_OF_RANGE: 1 / 3}, abs=1e-6
+    )
+    # below the valid-mass floor the prompt is invalid, its distribution kept
+    row = read(min_valid_mass=0.7)
+    assert (
+        not row["valid"] and row["reason"] == "low_mass" and row["value"] is None and len(row["support"]) == 2
+    )
 
 
 def peaked_model(tiny_llama_dir, tokenizer, scale=20.0):

@@ -62,6 +62,7 @@ def context():
             "dtype": "float32",
         },
         "readout": {"mode": "expected"},
+        "estimand": "one number per prompt <i>",
         "groups": ["White", "Black"],
         "metrics": {"confidence": 0.95, "bootstrap": 100},
         "names": [{"name": "D'Andre & <b>", "race": "Black", "gender": "male"}],
@@ -98,6 +99,7 @@ def test_appendix_escapes_every_value_and_embeds_everything():
     assert "<code>masks.heads.share</code></td><td>0.039" in html and "&lt;none&gt;" in html
     assert "0.25" in html  # numbers rounded for reading; NaN left empty
     assert ">nan<" not in html.lower()
+    assert "it estimates one number per prompt &lt;i&gt;" in html  # the readout's estimand, escaped
 
 
 def test_a_missing_value_is_an_error_not_an_empty_section():

@@ -178,7 +178,7 @@ def jobs_of_run(cluster: Cluster, run_id: str) -> list[dict]:
 
 def test_test_study_runs_through_the_slurm_profile(cluster, tiny_llama_dir, tmp_path):
     workdir = copy_workflow(tmp_path / "study")
-    # The test config on the tiny model, with one head method and one random seed (fewer waves of jobs),
+    # The test config on the tiny model, with one head method and one uniform control (fewer waves of jobs),
     # and the model declared as a GPU model: its jobs ask for a GPU until the test profile maps that away.
     args = tiny_study(
         workdir,
@@ -188,7 +188,7 @@ def test_test_study_runs_through_the_slurm_profile(cluster, tiny_llama_dir, tmp_
             "neurons": {"methods": []},
             "heads": {"methods": ["name_attention"]},
         },
-        masks={"random_seeds": 1, "random_scopes": ["domain"]},
+        masks={"random_seeds": 1, "matched_seeds": 0, "generic": False, "random_scopes": ["domain"]},
     )
     config = yaml.safe_load((workdir / args[1]).read_text())
     config["model_registry"]["tiny"]["gpus"] = 1

@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import torch
 import yaml
 from conftest import TINY_SETS, job_counts, snakemake, tiny_study
@@ -229,3 +230,47 @@ def test_greedy_head_selection_runs_the_model_and_feeds_the_masks(workdir, tiny_
     top2 = masks["purchase/car", "share=0.25"]  # 25% of 8 heads: the first two greedy picks
     chosen = np.concatenate([top2[layer].numpy() for layer in ("0", "1")])
     assert set(np.flatnonzero(chosen)) == set(np.flatnonzero(ranks >= 2))
+
+
+def test_the_exact_readout_runs_through_the_workflow_into_weighted_tables(workdir, tiny_llama_dir):
+    """readout.mode: exact on the tiny model: the answers hold each prompt's distribution, the baseline table
+    counts masses and computes the mixture SMD (checked against the answers with numpy), and the evaluation
+    under a mask carries the distributions too."""
+    args = tiny_study(
+        workdir,
+        tiny_llama_dir,
+        readout={"mode": "exact", "sample": {"top_p": 0.1}, "exact": {"max_nodes": 16, "width": 8}},
+        scoring={
+            "weights": {"methods": []},
+            "neurons": {"methods": []},
+            "heads": {"methods": ["name_attention"]},
+        },
+        activations={"attribution": False},
+    )
+    targets = [
+        "results/tiny/metrics/baseline.parquet",
+        "results/tiny/eval/heads/name_attention/domain/purchase.parquet",
+    ]
+    snakemake(workdir, "--cores", "2", *targets, *args)
+    answers = pd.read_parquet(workdir / "results/tiny/answers/base/purchase.parquet")
+    assert answers["support"].map(len).gt(0).all() and (answers["mass_unexplored"] > 0).all()
+    total = answers["probs"].map(sum) + answers["mass_invalid"] + answers["mass_unexplored"]
+    assert np.allclose(total, 1.0)
+    labels = pd.read_parquet(workdir / "results/prompts/purchase.parquet")[["prompt_id", "variation", "race"]]
+    frame = answers.merge(labels, on="prompt_id")
+    part = frame[frame["variation"] == frame["variation"].iloc[0]]
+    moments = {}
+    for race, rows in part.groupby("race"):
+        values = np.concatenate(rows["support"].to_list())
+        weights = np.concatenate(rows["probs"].to_list())
+        mean = np.average(values, weights=weights)
+        moments[race] = (weights.sum(), mean, np.average((values - mean) ** 2, weights=weights))
+    (n_w, mean_w, var_w), (n_b, mean_b, var_b) = moments["White"], moments["Black"]
+    pooled = np.sqrt((n_w * var_w + n_b * var_b) / (n_w + n_b))
+    baseline = pd.read_parquet(workdir / "results/tiny/metrics/baseline.parquet")
+    row = baseline[
+        (baseline["domain"] == "purchase") & (baseline["variation"] == part["variation"].iloc[0])
+    ].iloc[0]
+    assert row["n_ref"] == pytest.approx(n_w) and row["smd"] == pytest.approx((mean_w - mean_b) / pooled)
+    evaluated = pd.read_parquet(workdir / "results/tiny/eval/heads/name_attention/domain/purchase.parquet")
+    assert evaluated["support"].notna().all() and set(evaluated["control"]) >= {"pruned"}

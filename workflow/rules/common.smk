@@ -277,6 +277,7 @@ def appendix_config(wildcards):
         "model": wildcards.model,
         "readout": STUDY.readout(wildcards.model),
         "names": list(STUDY.names),
+        "variation_counts": {key: len(STUDY.variations[key]) for key in STUDY.domains},
         "prefixes": {
             key: domain.answer.prefix for key, domain in STUDY.domains.items()
         },

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from biasprune.appendix import THRESHOLDS, caption, embed, findings_rows, html_table, render, settings_rows
 from biasprune.io import atomic_path, config_hash, sha256_file
 from biasprune.logs import log_to
+from biasprune.study import READOUT_ESTIMANDS
 
 REPORT = Path(snakemake.scriptdir).parent / "report"
 
@@ -118,16 +119,28 @@ with log_to(snakemake.log[0]):
     )
     limitations = [
         f"{len(config['names'])} names ({len(config['names']) // 2} per group); each name's answers are one unit of the bootstrap, so intervals are wide when few names are used.",
-        f"Readout `{config['readout']['mode']}`: "
-        + (
-            "the answer is the expected value over a grid of candidate numbers read from the logits, not a sampled answer; it is deterministic and sensitive to small shifts the sampled answers would blur."
-            if config["readout"]["mode"] == "expected"
-            else "sampled answers are parsed; invalid answers are excluded and reported."
-        ),
+        f"Readout `{config['readout']['mode']}` estimates {READOUT_ESTIMANDS[config['readout']['mode']]}",
         f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): they are marked empty, their numbers left blank, and they are left out of every verdict.",
         "Relative reductions of one cell are unstable where the unpruned |SMD| is near zero; the verdicts pool them as ratios of sums over variations with a measurable gap only.",
         f"Head masks at the loo, domain and cross scopes use the `{config['masks']['heads'].get('common', 'frequency')}` rule, weight masks the `{config['masks']['weights'].get('common', 'intersection')}` rule (the paper: intersection for weights, the most frequent heads).",
     ]
+    # How this run differs from the paper's design (the README's "Where this differs from the paper").
+    readout = config["readout"]
+    prefixed = readout["mode"] == "expected" or readout.get("use_prefix", False)
+    differences = [
+        f"readout `{readout['mode']}`"
+        + ("" if readout["mode"] == "sample" else " (the paper sampled 100 answers)"),
+        "the answer prefix pre-filled in the assistant turn (the paper had none)" if prefixed else "",
+        "the chat template's default system line (SmolLM2 adds one; Llama-3's had none)"
+        if "smollm2" in config["model"]
+        else "",
+        f"{len(config['names'])} names (the paper's harness: 64)" if len(config["names"]) != 64 else "",
+        f"{sum(config['variation_counts'].values())} variations in {len(config['variation_counts'])} domains "
+        "(the paper: purchase with 18 items, and three further contexts)",
+    ]
+    limitations.insert(
+        0, "Differences from the paper's design: " + "; ".join(filter(None, differences)) + "."
+    )
     if check.get("n_layers", 0) < 32 or "smollm2" in config["model"]:
         limitations.insert(
             0,
@@ -137,6 +150,7 @@ with log_to(snakemake.log[0]):
         {
             "model": {"key": config["model"], **check},
             "readout": config["readout"],
+            "estimand": READOUT_ESTIMANDS[config["readout"]["mode"]],
             "groups": config["groups"],
             "metrics": config["metrics"],
             "names": config["names"],

@@ -176,7 +176,7 @@ def exact_distributions(
     top_p: float = 0.9,
     epsilon: float = 0.01,
     max_nodes: int = 512,
-    width: int = 16,
+    width: int = 32,
     max_new_tokens: int = 10,
     answer_range=(-math.inf, math.inf),
     max_chars: int = 200,
@@ -207,7 +207,9 @@ def exact_distributions(
                 break
             used = visible.shape[-1]
             chosen = [
-                [heapq.heappop(t.open) for _ in range(min(width, len(t.open)))] if on else []
+                [heapq.heappop(t.open) for _ in range(min(width, len(t.open), max_nodes - t.result.nodes))]
+                if on
+                else []
                 for t, on in zip(trees, active, strict=True)
             ]
             tokens = torch.full((len(chats), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -352,6 +352,7 @@ def expected_answer(log_probs: torch.Tensor, grid: Sequence[float]) -> tuple[tor
 
 # --- the answers table -------------------------------------------------------------------------------------
 
+
 ANSWER_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -478,7 +479,7 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> Non
         top_p=sample.get("top_p", 0.9),
         epsilon=exact.get("epsilon", 0.01),
         max_nodes=exact.get("max_nodes", 512),
-        width=exact.get("width", 16),
+        width=exact.get("width", 32),
         max_new_tokens=settings["max_new_tokens"],
         answer_range=answer.range,
         max_chars=settings["max_answer_chars"],

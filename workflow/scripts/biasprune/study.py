@@ -18,6 +18,20 @@ NAME_COLUMNS = ("name", "race", "gender")
 # Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
 METHOD_PARAMETERS = {("neurons", "activation"): ("position",), ("heads", "name_attention"): ("aggregate",)}
 READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
+# What each readout estimates: the appendix and the README state the one a run used.
+READOUT_ESTIMANDS = {
+    "sample": "the paper's estimand: n answers sampled per prompt (temperature, top-p) and parsed; the SMD is "
+    "over every valid sample of a group, with Monte Carlo noise that shrinks as n grows.",
+    "exact": "the paper's estimand without sampling noise: the exact distribution of the number a sampled "
+    "answer starts with (same temperature, top-p and prefix), enumerated best first until the unexplored "
+    "mass is below epsilon; the SMD is that of infinitely many samples (mixture means, population variance), "
+    "invalid rates are masses, and mass on answers that do not start with a number is invalid.",
+    "expected": "not the paper's estimand: one number per prompt, exp(E[log value]) over the domain's candidate "
+    "grid (renormalised, at the sampler's temperature); the SMD uses only the spread between names, "
+    "probability off the grid is dropped (its share is recorded as coverage) and the answers sit near the "
+    "grid's centre.",
+    "greedy": "one deterministic decode per prompt, parsed: the mode of the sampler's path, not its mean.",
+}
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
