@@ -310,7 +310,14 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
     chats = [chat_prompt(tokenizer, text, "$") for text in texts]
     depth, draws, temperature, top_p = 6, 4000, 0.6, 0.9
     found = exact_distributions(
-        net, tokenizer, chats, temperature, top_p, epsilon=0.005, max_nodes=2000, max_new_tokens=depth
+        net,
+        tokenizer,
+        chats,
+        temperature=temperature,
+        top_p=top_p,
+        epsilon=0.005,
+        max_nodes=2000,
+        max_new_tokens=depth,
     )
     rng = np.random.default_rng(0)
     for index, (chat, distribution) in enumerate(zip(chats, found, strict=True)):
