@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_LLAMA, readout_settings
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from biasprune.exact import NOT_LEADING, _probed, exact_distributions, leading_state, settled
+from biasprune.exact import NOT_LEADING, _probed, exact_distributions, expected_value, leading_state, settled
 from biasprune.parse import OUT_OF_RANGE, parse_number
 from biasprune.readouts import generate_tokens, read_answers
 from biasprune.study import Answer
@@ -264,3 +264,31 @@ def test_the_shortcut_agrees_with_trying_every_continuation():
         text = "".join(rng.choice(pieces, rng.integers(1, 6)))
         text = rng.choice(["1", "2", "35"]) + text
         assert settled(text) == _probed(text), text
+
+
+def test_the_differentiable_expectation_equals_the_exact_mean_and_its_gradient_is_right(
+    tiny_llama_dir, tiny_tokenizer
+):
+    """expected_value recomputes the exact readout's mean from one pass over the explored tree, and its
+    gradient matches a central finite difference (float64 model, nuclei held fixed)."""
+    model = peaked_model(tiny_llama_dir, tiny_tokenizer).double()
+    chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
+    (found,) = exact_distributions(
+        model, tiny_tokenizer, [chat], epsilon=1e-12, max_nodes=4000, max_new_tokens=4
+    )
+    mean = sum(v * p for v, p in found.values.items()) / found.valid_mass
+    weight = model.model.layers[1].mlp.down_proj.weight
+    with torch.enable_grad():
+        value = expected_value(model, tiny_tokenizer, chat, found, TEMPERATURE)
+        (gradient,) = torch.autograd.grad(value, weight)
+    assert value.item() == pytest.approx(mean, rel=1e-6) and len(found.endings) >= 3
+    direction = torch.randn_like(weight, generator=torch.Generator().manual_seed(0))
+    step = 1e-4
+    with torch.no_grad():
+        weight.add_(step * direction)
+        plus = expected_value(model, tiny_tokenizer, chat, found, TEMPERATURE)
+        weight.sub_(2 * step * direction)
+        minus = expected_value(model, tiny_tokenizer, chat, found, TEMPERATURE)
+        weight.add_(step * direction)
+    numeric = ((plus - minus) / (2 * step)).item()
+    assert abs(numeric) > 1e-3 and (gradient * direction).sum().item() == pytest.approx(numeric, rel=3e-4)

@@ -234,8 +234,8 @@ def test_greedy_head_selection_runs_the_model_and_feeds_the_masks(workdir, tiny_
 
 def test_the_exact_readout_runs_through_the_workflow_into_weighted_tables(workdir, tiny_llama_dir):
     """readout.mode: exact on the tiny model: the answers hold each prompt's distribution, the baseline table
-    counts masses and computes the mixture SMD (checked against the answers with numpy), and the evaluation
-    under a mask carries the distributions too."""
+    counts masses and computes the mixture SMD (checked against the answers with numpy), the evaluation
+    under a mask carries the distributions too, and attribution scores go through the exact mean."""
     args = tiny_study(
         workdir,
         tiny_llama_dir,
@@ -243,15 +243,18 @@ def test_the_exact_readout_runs_through_the_workflow_into_weighted_tables(workdi
         scoring={
             "weights": {"methods": []},
             "neurons": {"methods": []},
-            "heads": {"methods": ["name_attention"]},
+            "heads": {"methods": ["name_attention", "attribution"]},
         },
-        activations={"attribution": False},
+        activations={"attribution": True},
     )
     targets = [
         "results/tiny/metrics/baseline.parquet",
         "results/tiny/eval/heads/name_attention/domain/purchase.parquet",
     ]
-    snakemake(workdir, "--cores", "2", *targets, *args)
+    scores = "results/tiny/scores/heads/attribution/purchase.parquet"
+    snakemake(workdir, "--cores", "2", *targets, scores, *args)
+    values = np.concatenate(pd.read_parquet(workdir / scores)["values"].to_list())
+    assert np.isfinite(values).all() and np.abs(values).max() > 0
     answers = pd.read_parquet(workdir / "results/tiny/answers/base/purchase.parquet")
     assert answers["support"].map(len).gt(0).all() and (answers["mass_unexplored"] > 0).all()
     total = answers["probs"].map(sum) + answers["mass_invalid"] + answers["mass_unexplored"]

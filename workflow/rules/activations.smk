@@ -19,6 +19,7 @@ rule activations:
         activations=STUDY.config["activations"],
         answer=answer_spec,
         sequence_prefix=sequence_prefix,
+        attribution_readout=attribution_readout,
     script:
         "../scripts/activations.py"
 

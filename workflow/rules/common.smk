@@ -93,6 +93,13 @@ def answer_spec(wildcards):
     return {"prefix": answer.prefix, "grid": list(answer.grid)}
 
 
+def attribution_readout(wildcards):
+    """The exact readout's settings when attribution scores go through it (else None: the expected readout)."""
+    readout = STUDY.readout(wildcards.model)
+    through_exact = readout["mode"] == "exact" and STUDY.config["activations"]["attribution"]
+    return readout if through_exact else None
+
+
 def sequence_prefix(wildcards):
     """The prefix the baseline answers were read after (the cache appends them to the same text)."""
     readout = STUDY.readout(wildcards.model)

@@ -39,6 +39,7 @@ with log_to(snakemake.log[0]):
         attribution_batch_size=settings["attribution_batch_size"],
         sequence_prefix=snakemake.params.sequence_prefix,
         progress=tqdm,
+        readout=snakemake.params.attribution_readout,
     )
     rows = write_cache(batches, snakemake.output.cache, provenance)
     print(f"{len(prompts)} prompts cached in {rows} rows")

@@ -191,18 +191,65 @@ def cache_batch(model, tokenizer, sequences: Sequence[CachedPrompt], positions: 
 
 
 def attribution_batch(
-    model, tokenizer, rows: Sequence[dict], candidates: Candidates, grid, prefix: str
+    model,
+    tokenizer,
+    rows: Sequence[dict],
+    candidates: Candidates,
+    grid,
+    prefix: str,
+    readout: dict | None = None,
 ) -> pa.Table:
-    """First-order effect of zeroing each MLP unit and each head on each prompt's expected answer.
+    """First-order effect of zeroing each MLP unit and each head on each prompt's answer.
 
-    One forward and backward through the expected readout (prompt and candidate trie); the effect sums
-    over every position where the unit acts, -sum_t x_t * grad_t.
+    One forward and backward through the expected readout (prompt and candidate trie), or, when `readout`
+    is the exact readout's settings, through the mean of the exact distribution (prompt and explored tree,
+    each node's nucleus fixed as enumerated; one prompt at a time); the effect sums over every position
+    where the unit acts, -sum_t x_t * grad_t.
     """
     adapter = ModelAdapter.of(model)
     prompt_part, _ = split_prefix(prefix)
-    batch = encode_left_padded(
-        tokenizer, [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows], model.device
+    chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
+    if readout is not None and readout["mode"] == "exact":
+        from .exact import exact_distributions, expected_value
+
+        sample, exact = readout["sample"], readout["exact"]
+        settings = dict(temperature=sample["temperature"], top_p=sample["top_p"])
+        with torch.inference_mode():
+            found = exact_distributions(
+                model,
+                tokenizer,
+                chats,
+                **settings,
+                epsilon=exact["epsilon"],
+                max_nodes=exact["max_nodes"],
+                width=exact["width"],
+                max_new_tokens=readout["max_new_tokens"],
+            )
+        objectives = [
+            (
+                lambda chat=chat, tree=tree: expected_value(
+                    model, tokenizer, chat, tree, settings["temperature"]
+                )
+            )
+            for chat, tree in zip(chats, found, strict=True)
+        ]
+        tables = [
+            _attribution(adapter, objective, torch.ones(1), [row["prompt_id"]])
+            for objective, row in zip(objectives, rows, strict=True)
+        ]
+        return pa.concat_tables(tables)
+    batch = encode_left_padded(tokenizer, chats, model.device)
+
+    def objective():
+        return expected_answer(grid_log_probs(model, batch, candidates, len(grid)), grid)[0]
+
+    return _attribution(
+        adapter, objective, batch["attention_mask"].sum(1), [row["prompt_id"] for row in rows]
     )
+
+
+def _attribution(adapter, objective, counts, prompt_ids) -> pa.Table:
+    """-sum_t x_t * d(objective)/dx_t per MLP unit and head, through hooks on every layer's sites."""
     stored: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
     functions = {
         f"blocks.{layer}.{site}": (lambda x, key=(layer, site): stored[key].append(x))
@@ -210,18 +257,17 @@ def attribution_batch(
         for site in ("mlp.hook_post", "attn.hook_z")
     }
     with hooks(adapter, functions), torch.enable_grad():
-        answer, _ = expected_answer(grid_log_probs(model, batch, candidates, len(grid)), grid)
+        answer = objective()
         keys = list(stored)
         tensors = [tensor for key in keys for tensor in stored[key]]
         gradients = iter(torch.autograd.grad(answer.sum(), tensors))
     collector = _Collector()
-    counts = batch["attention_mask"].sum(1)
     for layer, site in keys:
         effect = sum(-(x.detach() * next(gradients)).float().sum(1) for x in stored[layer, site])
         if site == "attn.hook_z":
-            effect = effect.view(len(rows), adapter.n_heads, adapter.head_dim).sum(-1)
+            effect = effect.view(len(prompt_ids), adapter.n_heads, adapter.head_dim).sum(-1)
         collector.add(layer, site, "attribution", counts, effect)
-    return collector.table([row["prompt_id"] for row in rows])
+    return collector.table(prompt_ids)
 
 
 def cache_activations(
@@ -236,11 +282,13 @@ def cache_activations(
     attribution_batch_size: int = 2,
     sequence_prefix: str | None = None,
     progress=None,
+    readout: dict | None = None,
 ):
     """Yield the cache of one domain batch by batch (Arrow tables of CACHE_SCHEMA): bounded memory.
 
     `sequence_prefix`: the assistant prefix the baseline answers followed (default the domain's prefix; empty
-    for decoded answers read without one). Attribution always uses the expected readout with the prefix.
+    for decoded answers read without one). Attribution goes through the exact readout when `readout` is its
+    settings, else through the expected readout, both with the prefix.
     """
     prefix = answer_spec.prefix if sequence_prefix is None else sequence_prefix
     by_prompt = defaultdict(list)
@@ -265,7 +313,7 @@ def cache_activations(
                 chunk = rows[part : part + attribution_batch_size]
                 tables.append(
                     attribution_batch(
-                        model, tokenizer, chunk, candidates, answer_spec.grid, answer_spec.prefix
+                        model, tokenizer, chunk, candidates, answer_spec.grid, answer_spec.prefix, readout
                     )
                 )
         yield pa.concat_tables(tables)

@@ -97,6 +97,10 @@ class Distribution:
     invalid: dict[str, float] = field(default_factory=dict)
     unexplored: float = 0.0
     nodes: int = 0  # forward positions spent
+    # The explored tree, for the differentiable expectation: each run node's nucleus (path -> kept tokens)
+    # and every valid ending (path of the node, the token that ends it there, value).
+    nuclei: dict[tuple[int, ...], list[int]] = field(default_factory=dict, repr=False)
+    endings: list[tuple[tuple[int, ...], int, float]] = field(default_factory=list, repr=False)
 
     def add(self, value: float | None, reason: str, probability: float) -> None:
         if value is None:
@@ -132,26 +136,29 @@ class _Tree:
     def text(self, tokens: Sequence[int]) -> str:
         return self.lead + self.tokenizer.decode(list(tokens), skip_special_tokens=True)
 
-    def close(self, text: str, probability: float) -> None:
+    def close(self, text: str, probability: float, ending: tuple) -> None:
         value, reason = leading_number(text, self.max_chars)
         if value is not None and not self.range[0] <= value <= self.range[1]:
             value, reason = None, OUT_OF_RANGE
         self.result.add(value, reason, probability)
+        if value is not None:
+            self.result.endings.append((*ending, value))
 
     def branch(self, node_tokens, slots, probability: float, children, weights) -> None:
         """Split `probability` over the children of a node whose nucleus is (children, weights)."""
+        self.result.nuclei[node_tokens] = list(children)
         for token, weight in zip(children, weights, strict=True):
             mass = probability * weight
             tokens = (*node_tokens, token)
             if token in self.stops:
-                self.close(self.text(node_tokens), mass)
+                self.close(self.text(node_tokens), mass, (node_tokens, token))
                 continue
             text = self.text(tokens)
             state = leading_state(text)
             if state == "other":
                 self.result.add(None, NOT_LEADING, mass)
             elif len(tokens) >= self.max_new_tokens or (state == "number" and settled(text)):
-                self.close(text, mass)
+                self.close(text, mass, (node_tokens, token))
             else:
                 heapq.heappush(self.open, _Node(-mass, tokens, slots))
 
@@ -254,3 +261,54 @@ def exact_distributions(
     for tree in trees:
         tree.result.unexplored = tree.open_mass
     return [tree.result for tree in trees]
+
+
+def expected_value(
+    model, tokenizer, chat: str, found: Distribution, temperature: float = 0.6
+) -> torch.Tensor:
+    """The mean of `found`'s valid distribution, recomputed differentiably from the model's logits.
+
+    The explored tree (every node whose nucleus was read) runs as one token trie on top of the prompt with a
+    tree attention mask; each node's nucleus is held fixed as it was at enumeration (the top-p cut is not
+    differentiable), its probabilities are the softmax at `temperature` over the kept tokens, and the mean is
+    sum(P(ending) value) / sum(P(ending)) over the valid endings. Equals the exact readout's `value`."""
+    device = model.device
+    paths = [path for path in found.nuclei if path]  # every run node but the root (the prompt's last token)
+    index = {path: i for i, path in enumerate(paths)}
+    prompt = torch.tensor([tokenizer(chat, add_special_tokens=False)["input_ids"]], device=device)
+    out = model(input_ids=prompt, use_cache=True)
+    n = len(paths)
+    logits = [out.logits[0, -1:]]
+    if n:
+        ancestors = torch.zeros((n, n), dtype=torch.bool)
+        for path, i in index.items():
+            for cut in range(1, len(path) + 1):
+                ancestors[i, index[path[:cut]]] = True
+        visible = torch.cat([torch.ones((n, prompt.shape[1]), dtype=torch.bool), ancestors], dim=1)
+        mask = torch.zeros((1, 1, n, visible.shape[1]), dtype=model.dtype, device=device)
+        mask = mask.masked_fill(~visible.to(device)[None, None], torch.finfo(model.dtype).min)
+        depth = torch.tensor([len(path) - 1 for path in paths], device=device)
+        trie = model(
+            input_ids=torch.tensor([[path[-1] for path in paths]], device=device),
+            attention_mask=mask,
+            position_ids=prompt.shape[1] + depth[None],
+            cache=out.cache,
+            use_cache=True,
+        )
+        logits.append(trie.logits[0])
+    logits = torch.cat(logits).float() / temperature  # row 0: the root, row 1 + i: paths[i]
+    row = {(): 0} | {path: 1 + i for path, i in index.items()}
+    log_p = {}  # log probability of each run node's path
+
+    def step(path: tuple, token: int) -> torch.Tensor:
+        kept = torch.tensor(found.nuclei[path], device=device)
+        node = logits[row[path]]
+        return node[token] - node[kept].logsumexp(-1)
+
+    for path in sorted(row, key=len):
+        log_p[path] = (
+            torch.zeros((), device=device) if not path else log_p[path[:-1]] + step(path[:-1], path[-1])
+        )
+    masses = torch.stack([(log_p[path] + step(path, token)).exp() for path, token, _ in found.endings])
+    values = torch.tensor([value for *_, value in found.endings], device=device, dtype=masses.dtype)
+    return (masses * values).sum() / masses.sum()
