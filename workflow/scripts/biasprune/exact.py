@@ -208,7 +208,7 @@ def exact_distributions(
             keep = weights[row] > 0
             tree.branch((), (), 1.0, index[row][keep].tolist(), weights[row][keep].tolist())
         visible = torch.zeros((len(chats), 0, 0), dtype=torch.bool, device=device)  # tree slot x tree slot
-        for _ in range(math.ceil(max_nodes / width) + 1):
+        while True:  # every pass spends at least one position of each open prompt's budget
             active = [t.open and t.open_mass >= epsilon and t.result.nodes < max_nodes for t in trees]
             if not any(active):
                 break
