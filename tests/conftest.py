@@ -140,7 +140,8 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["scoring"] = {"weights": {"methods": ["wanda"]}, "neurons": {"methods": ["activation"]}}
     config["scoring"]["heads"] = {"methods": ["name_attention", "attribution"]}
     config["activations"] = {"attribution": True}
-    config["masks"]["random_seeds"] = 1  # every control kind on the tiny chain
+    # every kind of control, at the domain and cross scopes, on the tiny chain
+    config["masks"] |= {"random_seeds": 1, "generic": True, "random_scopes": ["domain", "cross"]}
     config.update(changes)
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     return ("--configfile", "config/tiny.yaml")
