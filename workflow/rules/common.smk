@@ -96,7 +96,9 @@ def answer_spec(wildcards):
 def attribution_readout(wildcards):
     """The exact readout's settings when attribution scores go through it (else None: the expected readout)."""
     readout = STUDY.readout(wildcards.model)
-    through_exact = readout["mode"] == "exact" and STUDY.config["activations"]["attribution"]
+    through_exact = (
+        readout["mode"] == "exact" and STUDY.config["activations"]["attribution"]
+    )
     return readout if through_exact else None
 
 
