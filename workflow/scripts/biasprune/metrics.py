@@ -14,6 +14,7 @@ from .stats import (
     bootstrap_indices,
     bootstrap_smd_of_sums,
     mann_whitney_p,
+    name_sums,
     percentile_interval,
     permutation_abs_smd,
     permutation_p,
@@ -82,11 +83,6 @@ def _per_name(frame: pd.DataFrame, names: Sequence[str]) -> list[tuple[np.ndarra
     return [grouped.get(name, (np.empty(0), np.empty(0))) for name in names]
 
 
-def _sums(per_name) -> np.ndarray:
-    """(count, sum, sumsq) per name, weighted."""
-    return np.array([[w.sum(), (w * v).sum(), (w * v * v).sum()] for v, w in per_name], float).reshape(-1, 3)
-
-
 def _name_means(per_name) -> np.ndarray:
     """Each name's mean valid answer (names without one left out): the units Mann-Whitney compares, as a
     name's answers are not independent of each other."""
@@ -118,7 +114,7 @@ def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], dra
     """Per-name (values, weights) of each group, the SMD, its bootstrap resamples (names drawn by `draws`)
     and the per-name (count, sum, sumsq) triples, reference names first."""
     per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
-    ref, foc = (_sums(values) for values in per_name)
+    ref, foc = (name_sums([v for v, _ in values], [w for _, w in values]) for values in per_name)
     value = float(smd_from_sums(ref.sum(0), foc.sum(0), ddof))
     return (
         per_name,
