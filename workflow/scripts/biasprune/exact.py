@@ -52,12 +52,10 @@ def leading_state(text: str) -> str:
 def leading_number(text: str, max_chars: int = 200) -> tuple[float | None, str]:
     """The number an answer starts with and the parser's reason: how `exact` reads a complete answer, and
     how a sampled answer is classified when it is compared with `exact`."""
-    state = leading_state(text)
-    if state == "number":
-        parsed = parse_number(text, max_chars)
-        return parsed.value, parsed.reason
     parsed = parse_number(text, max_chars)
-    return None, parsed.reason if parsed.reason not in ("ok", "hedged") else NOT_LEADING
+    if leading_state(text) == "number":
+        return parsed.value, parsed.reason
+    return None, NOT_LEADING if parsed.valid else parsed.reason
 
 
 def settled(text: str) -> bool:

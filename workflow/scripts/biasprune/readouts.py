@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import torch
 
+from .parse import VALID_REASONS, in_range, parse_number
 from .tokens import chat_prompt
 
 
@@ -387,8 +388,6 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
     use_prefix, max_answer_chars, sample: {n, temperature, top_p, seed}, exact: {epsilon, max_nodes, width,
     min_valid_mass}, expected: {min_coverage}).
     """
-    from .parse import in_range, parse_number
-
     mode, size = settings["mode"], settings["batch_size"]
     prefix = answer.prefix if (mode == "expected" or settings["use_prefix"]) else ""
     prompt_part, _ = split_prefix(prefix)
@@ -510,8 +509,6 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> Non
 
 def _append(columns, **fields) -> None:
     """One answers row; `valid` follows from the reason, unset fields are null."""
-    from .parse import VALID_REASONS
-
     fields = {"sample": 0, "text": None, **fields, "valid": fields["reason"] in VALID_REASONS}
     for name in ANSWER_COLUMNS:
         columns[name].append(fields.get(name))
