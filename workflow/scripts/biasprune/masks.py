@@ -30,6 +30,7 @@ import torch
 
 from .errors import ConfigError
 from .io import config_hash
+from .methods import method as registry_method
 from .models import LINEAR_INPUTS, LINEARS, ModelAdapter
 from .selection import (
     intersect,
@@ -69,23 +70,21 @@ def _vectors(scores: pd.DataFrame, statistic: str, group: str = "") -> dict[str,
 def unit_rankings(
     unit: str, method: str, domain: str, scores: pd.DataFrame, baseline: pd.DataFrame, statistic: str
 ):
-    """{variation: {layer: score}} where a larger score means 'prune first'."""
-    if method == "attribution":
-        effects = _vectors(scores, "smd_effect")
+    """{variation: {layer: score}} where a larger score means 'prune first' (the registry's ranking of the
+    method; `statistic` is the configured one, for methods that have none of their own)."""
+    entry = registry_method(unit, method)
+    values = _vectors(scores, entry.statistic or statistic)
+    if entry.ranking == "abs":
+        return {v: {k: x.abs() for k, x in layers.items()} for v, layers in values.items()}
+    if entry.ranking == "against_bias":
         smd = baseline[(baseline["level"] == "variation") & (baseline["domain"] == domain)].set_index(
             "variation"
         )["smd"]
         # Predicted reduction of |SMD| when the unit is zeroed: the effect pointing against the bias.
         return {
             v: {k: -x * float(np.sign(smd.get(v, np.nan))) for k, x in layers.items()}
-            for v, layers in effects.items()
+            for v, layers in values.items()
         }
-    if method == "greedy_attention":
-        return _vectors(scores, "greedy_rank")
-    name = "diff" if method == "activation" else statistic
-    values = _vectors(scores, name)
-    if name == "diff":
-        values = {v: {k: x.abs() for k, x in layers.items()} for v, layers in values.items()}
     return values
 
 

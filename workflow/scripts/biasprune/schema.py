@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .methods import UNITS, method_names
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -17,7 +18,20 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 @cache
 def load_schema(name: str) -> dict:
     with open(SCHEMA_DIR / f"{name}.schema.yaml") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    if name == "config":
+        _registry_choices(schema)
+    return schema
+
+
+def _registry_choices(schema: dict) -> None:
+    """The choices of units and scoring methods come from the method registry (methods.METHODS)."""
+    scoring = schema["properties"]["scoring"]["properties"]
+    for unit in UNITS:
+        scoring[unit]["properties"]["methods"]["items"] = {"enum": method_names(unit)}
+    export = schema["properties"]["export"]["properties"]
+    export["unit"] = {"enum": list(UNITS)}
+    export["method"] = {"enum": method_names()}
 
 
 def _key(path) -> str:

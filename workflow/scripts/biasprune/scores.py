@@ -36,12 +36,6 @@ SCORE_SCHEMA = pa.schema(
         ("values", pa.list_(pa.float32())),
     ]
 )
-METHODS = {
-    "weights": ("wanda",),
-    "neurons": ("activation", "attribution"),
-    "heads": ("name_attention", "attribution"),
-}
-SCORE_SETS = [(unit, method) for unit, methods in METHODS.items() for method in methods]
 
 
 def cache_matrices(path, site: str, reduction: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -166,16 +160,27 @@ def attribution(cache, labels, groups, answers: pd.DataFrame, site: str) -> pa.T
     return _difference_rows(cache, labels, groups, site, "attribution", "effect_mean", effect)
 
 
+# The scoring function of every cache-scored method of the registry (methods.METHODS, rule `scores`):
+# called as function(cache, labels, groups, answers, parameters).
+SCORERS = {
+    ("weights", "wanda"): lambda cache, labels, groups, answers, parameters: wanda(cache, labels, groups),
+    ("neurons", "activation"): lambda cache, labels, groups, answers, parameters: neuron_activation(
+        cache, labels, groups, parameters.get("position", "answer")
+    ),
+    ("heads", "name_attention"): lambda cache, labels, groups, answers, parameters: head_name_attention(
+        cache, labels, groups, parameters.get("aggregate", "mean")
+    ),
+    ("neurons", "attribution"): lambda cache, labels, groups, answers, parameters: attribution(
+        cache, labels, groups, answers, "mlp.hook_post"
+    ),
+    ("heads", "attribution"): lambda cache, labels, groups, answers, parameters: attribution(
+        cache, labels, groups, answers, "attn.hook_z"
+    ),
+}
+
+
 def score(unit: str, method: str, cache, labels, groups, answers=None, parameters=None) -> pa.Table:
-    parameters = parameters or {}
-    if (unit, method) == ("weights", "wanda"):
-        return wanda(cache, labels, groups)
-    if (unit, method) == ("neurons", "activation"):
-        return neuron_activation(cache, labels, groups, parameters.get("position", "answer"))
-    if (unit, method) == ("heads", "name_attention"):
-        return head_name_attention(cache, labels, groups, parameters.get("aggregate", "mean"))
-    if method == "attribution":
-        return attribution(
-            cache, labels, groups, answers, "mlp.hook_post" if unit == "neurons" else "attn.hook_z"
-        )
-    raise ValueError(f"no method {method!r} for unit {unit!r}")
+    """One unit's scores by one method (of the registry) for one domain."""
+    if (unit, method) not in SCORERS:
+        raise ValueError(f"no method {method!r} for unit {unit!r}")
+    return SCORERS[unit, method](cache, labels, groups, answers, parameters or {})
