@@ -11,8 +11,9 @@ import torch
 from common import MODEL, ROOT, embedded_model, purchase_prompts, timed
 
 from biasprune.activations import attribution_batch, build_sequence, cache_batch
+from biasprune.decoding import pad_left
+from biasprune.grid import Candidates, format_value
 from biasprune.models import load_model
-from biasprune.readouts import Candidates, format_value, pad_left
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--prompts", type=int, default=16)

@@ -10,8 +10,9 @@ import argparse
 import torch
 from common import embedded_model, purchase_prompts, timed
 
+from biasprune.decoding import encode_left_padded, split_prefix
+from biasprune.grid import Candidates, grid_log_probs
 from biasprune.models import LINEARS, ModelAdapter
-from biasprune.readouts import Candidates, encode_left_padded, grid_log_probs, split_prefix
 from biasprune.tokens import chat_prompt
 
 parser = argparse.ArgumentParser()

@@ -9,7 +9,7 @@ import argparse
 import torch
 from common import embedded_model, purchase_prompts, timed
 
-from biasprune.readouts import decode
+from biasprune.decoding import decode
 from biasprune.tokens import chat_prompt
 
 parser = argparse.ArgumentParser()

@@ -15,11 +15,13 @@ from biasprune.activations import (
     cache_batch,
     write_cache,
 )
+from biasprune.decoding import encode_left_padded
+from biasprune.grid import Candidates, expected_answer, grid_log_probs
 from biasprune.hooks import hook_count, hooks
 from biasprune.io import read_provenance
 from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
 from biasprune.prompts import prompt_table
-from biasprune.readouts import Candidates, encode_left_padded, expected_answer, grid_log_probs, read_answers
+from biasprune.readouts import read_answers
 from biasprune.study import Answer, load_domain, load_names
 from biasprune.tokens import chat_prompt, encode_with_name_positions
 

@@ -13,10 +13,11 @@ import torch
 import yaml
 from conftest import TEST_CONFIG_SETS, copy_workflow, job_counts, readout_settings, snakemake
 
+from biasprune.decoding import generate_tokens
 from biasprune.exact import exact_distributions, leading_number
 from biasprune.models import ModelAdapter, greedy_answer, load_model
 from biasprune.prompts import prompt_table
-from biasprune.readouts import generate_tokens, read_answers
+from biasprune.readouts import read_answers
 from biasprune.study import load_domain
 from biasprune.tokens import chat_prompt, encode_with_name_positions
 

@@ -9,9 +9,10 @@ import torch
 from conftest import TINY_LLAMA, readout_settings
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from biasprune.decoding import generate_tokens
 from biasprune.exact import NOT_LEADING, _probed, exact_distributions, expected_value, leading_state, settled
 from biasprune.parse import OUT_OF_RANGE, parse_number
-from biasprune.readouts import generate_tokens, read_answers
+from biasprune.readouts import read_answers
 from biasprune.study import Answer
 from biasprune.tokens import chat_prompt
 

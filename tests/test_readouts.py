@@ -7,21 +7,17 @@ import pytest
 import torch
 from conftest import readout_settings
 
-from biasprune.models import load_model
-from biasprune.readouts import (
-    ANSWER_COLUMNS,
-    Candidates,
-    _extends_number,
+from biasprune.decoding import (
     _top_p_filter,
     decode,
     encode_left_padded,
     encode_shared_prefix,
-    expected_answer,
     generate_tokens,
-    grid_log_probs,
-    read_answers,
     sample_top_p,
 )
+from biasprune.grid import Candidates, _extends_number, expected_answer, grid_log_probs
+from biasprune.models import load_model
+from biasprune.readouts import ANSWER_COLUMNS, read_answers
 from biasprune.study import Answer
 from biasprune.tokens import chat_prompt
 

@@ -27,18 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from .decoding import encode_left_padded, pad_left, split_prefix
+from .grid import Candidates, expected_answer, format_value, grid_log_probs
 from .hooks import hooks
 from .io import atomic_path, provenance_metadata
 from .models import ModelAdapter
-from .readouts import (
-    Candidates,
-    encode_left_padded,
-    expected_answer,
-    format_value,
-    grid_log_probs,
-    pad_left,
-    split_prefix,
-)
 from .tokens import chat_prompt, encode_with_name_positions
 
 WANDA_SITES = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import torch
 
+from .decoding import encode_left_padded
 from .hooks import hooks
 from .masking import Mask, masked
 from .models import ModelAdapter
-from .readouts import ANSWER_SCHEMA, encode_left_padded, read_answers
+from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like
 from .tokens import chat_prompt
 

@@ -1,7 +1,7 @@
 """The exact readout: the distribution of the number a sampled answer starts with, enumerated instead of
 sampled.
 
-The sampler (readouts.generate_tokens) draws each token from the nucleus of softmax(logits / temperature)
+The sampler (decoding.generate_tokens) draws each token from the nucleus of softmax(logits / temperature)
 and stops at an end-of-sequence token or after `max_new_tokens`. Here the same decoding tree is walked
 best first: the open nodes holding the most probability are run together, one token each, on top of the
 prompt's key/value cache (tree attention: a node sees the prompt and its own ancestors), and each node's
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .decoding import encode_shared_prefix, eos_ids, nucleus, prefill
 from .parse import NUMBER, OUT_OF_RANGE, parse_number
-from .readouts import _prefill, encode_shared_prefix, eos_ids, nucleus
 
 NOT_LEADING = "no_leading_number"  # the answer starts with something else: undecided whether a number follows
 _SCALES = ("k", "m", "b", "bn", "mn", "thousand", "million", "billion")
@@ -197,7 +197,7 @@ def exact_distributions(
     batch = encode_shared_prefix(tokenizer, chats, device)
     stops = set(eos_ids(model, tokenizer))
     with torch.inference_mode():
-        out = _prefill(model, batch, use_cache=True, logits_to_keep=1)
+        out = prefill(model, batch, use_cache=True, logits_to_keep=1)
         cache, prompt_mask = out.cache, batch["attention_mask"].bool()
         last = batch["position_ids"][:, -1]
         trees = [_Tree(tokenizer, stops, lead, answer_range, max_new_tokens, max_chars) for _ in chats]
