@@ -7,6 +7,7 @@ import torch
 from conftest import readout_settings
 from scipy.stats import entropy
 
+from biasprune.ablation import Mask, masked
 from biasprune.evaluate import (
     GENERIC,
     MATCHED,
@@ -20,7 +21,6 @@ from biasprune.evaluate import (
     mask_of,
     mean_kl,
 )
-from biasprune.masking import Mask, masked
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import ANSWER_SCHEMA, read_answers
 from biasprune.study import Answer

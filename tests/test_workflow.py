@@ -11,8 +11,8 @@ import torch
 import yaml
 from conftest import TINY_SETS, job_counts, snakemake, tiny_study
 
+from biasprune.ablation import Mask, masked
 from biasprune.io import read_provenance
-from biasprune.masking import Mask, masked
 from biasprune.masks import load_masks
 from biasprune.models import load_model
 

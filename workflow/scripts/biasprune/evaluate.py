@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import torch
 
+from .ablation import Mask, masked
 from .decoding import encode_left_padded
 from .hooks import hooks
-from .masking import Mask, masked
 from .models import ModelAdapter
 from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like
@@ -122,7 +122,7 @@ def mask_of(evaluation, manifest: dict, masks, ablation: str = "zero", means=Non
 
 
 def application(mask: Mask) -> str:
-    """How `masking.masked` applies a mask in evaluation: weight edits (no per-forward cost) except where
+    """How `ablation.masked` applies a mask in evaluation: weight edits (no per-forward cost) except where
     only hooks can (mean ablation adds a vector)."""
     return "hooks" if mask.ablation == "mean" else "edit"
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from .ablation import Mask, masked
 from .activations import baseline_answer, build_sequence, cache_batch
-from .masking import Mask, masked
 from .models import ModelAdapter
 from .scores import score_rows
 

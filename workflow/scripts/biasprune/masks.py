@@ -364,8 +364,8 @@ def export_pruned(model_dir, mask_file, condition: str, setting: str, out, ablat
     """Save the model with one mask's components removed (weights edited) as a plain transformers folder."""
     from pathlib import Path
 
+    from .ablation import Mask, masked
     from .io import atomic_path
-    from .masking import Mask, masked
     from .models import load_model
 
     model, tokenizer = load_model(model_dir, device="cpu", dtype="float32")

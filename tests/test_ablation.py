@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import TINY_LLAMA
 
+from biasprune.ablation import Mask, masked
 from biasprune.hooks import hook_count, hooks
-from biasprune.masking import Mask, masked
 from biasprune.models import LINEARS, ModelAdapter, load_model
 
 
