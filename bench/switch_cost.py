@@ -10,8 +10,8 @@ import argparse
 import torch
 from common import embedded_model, purchase_prompts, timed
 
-from biasprune.ablation import Mask, masked
-from biasprune.evaluate import application, head_means
+from biasprune.ablation import Mask, head_means, masked
+from biasprune.evaluate import application
 from biasprune.models import LINEARS, ModelAdapter
 from biasprune.readouts import read_answers
 

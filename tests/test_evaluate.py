@@ -7,19 +7,17 @@ import torch
 from conftest import readout_settings
 from scipy.stats import entropy
 
-from biasprune.ablation import Mask, masked
+from biasprune.ablation import Mask, head_means, masked
+from biasprune.damage import damage_table, mean_kl
 from biasprune.evaluate import (
     GENERIC,
     MATCHED,
     PRUNED,
     RANDOM,
     Evaluation,
-    damage_table,
     evaluate_domain,
     evaluations,
-    head_means,
     mask_of,
-    mean_kl,
 )
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import ANSWER_SCHEMA, read_answers

@@ -3,7 +3,8 @@
 import pyarrow.parquet as pq
 import torch
 
-from biasprune.evaluate import damage_table, head_means
+from biasprune.ablation import head_means
+from biasprune.damage import damage_table
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
 from biasprune.masks import load_masks

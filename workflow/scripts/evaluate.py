@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from biasprune.evaluate import evaluate_domain, head_means
+from biasprune.ablation import head_means
+from biasprune.evaluate import evaluate_domain
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
 from biasprune.masks import load_masks

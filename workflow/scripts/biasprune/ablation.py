@@ -7,20 +7,23 @@ A mask removes components of one unit:
   `mean` (replaced by its mean over neutral prompts) or `q_zero` (the head's rows of q_proj are zeroed, the
   authors' method: the head then attends uniformly). Other query heads of the same key/value group are never
   touched (GQA).
-The model object is never reloaded; after the `with` block it is bit-identical to before.
+The model object is never reloaded; after the `with` block it is bit-identical to before. `head_means` gives
+the per-head means that `mean` ablation puts in place of a pruned head.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from .decoding import encode_left_padded
 from .hooks import hooks
 from .models import ModelAdapter
+from .tokens import chat_prompt
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,27 @@ def masked(model, mask: Mask, how: str = "hooks") -> Iterator[None]:
         return
     with hooks(adapter, _hook_functions(adapter, mask)):
         yield
+
+
+@torch.inference_mode()
+def head_means(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> dict[str, torch.Tensor]:
+    """Mean of each layer's attention output per head (attn.hook_z, n_heads * head_dim) over every token of
+    the neutral prompts: what `mean` ablation puts in place of a pruned head."""
+    adapter = ModelAdapter.of(model)
+    sums, count = {}, 0
+
+    def add(layer):
+        def collect(z, layer=layer):
+            kept = z[mask.bool()].float()
+            sums[str(layer)] = sums.get(str(layer), 0) + kept.sum(0)
+
+        return collect
+
+    chats = [chat_prompt(tokenizer, text) for text in texts]
+    for start in range(0, len(chats), batch_size):
+        batch = encode_left_padded(tokenizer, chats[start : start + batch_size], model.device)
+        mask = batch["attention_mask"]
+        with hooks(adapter, {f"blocks.{layer}.attn.hook_z": add(layer) for layer in range(adapter.n_layers)}):
+            model(**batch, use_cache=False)
+        count += int(mask.sum())
+    return {layer: (total / count).to(model.dtype) for layer, total in sums.items()}

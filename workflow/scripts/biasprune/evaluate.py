@@ -1,4 +1,4 @@
-"""Evaluating masks: which conditions a job reads on which prompts, their random controls, and the damage.
+"""Evaluating masks: which conditions a job reads on which prompts, and their random controls.
 
 A mask file holds every condition of one (unit, method, scope); rule `evaluate` reads one domain's prompts
 under each condition that is evaluated there:
@@ -11,9 +11,7 @@ Controls of a non-empty mask, all with its count per matrix or layer: `random` (
 layer) and `matched` (drawn from the mask's matched pool), rebuilt for every seed the manifest lists from a
 seed derived from (condition, setting, control, seed), so every job that evaluates a condition draws the same
 control; and `generic` (the top components of a group-blind score, stored in the mask file). An empty mask
-has no controls (nothing to match).
-Damage (rule `damage`) is the mean KL(base || pruned) of next-token distributions over every position of
-the name-free neutral prompts.
+has no controls (nothing to match). Damage (rule `damage`) is in damage.py.
 """
 
 from __future__ import annotations
@@ -23,15 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import torch
 
 from .ablation import Mask, masked
-from .decoding import encode_left_padded
-from .hooks import hooks
-from .models import ModelAdapter
 from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like
-from .tokens import chat_prompt
 
 PRUNED = "pruned"
 RANDOM = "random"
@@ -127,56 +120,6 @@ def application(mask: Mask) -> str:
     return "hooks" if mask.ablation == "mean" else "edit"
 
 
-def _chats(tokenizer, texts: Sequence[str]) -> list[str]:
-    return [chat_prompt(tokenizer, text) for text in texts]
-
-
-@torch.inference_mode()
-def head_means(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> dict[str, torch.Tensor]:
-    """Mean of each layer's attention output per head (attn.hook_z, n_heads * head_dim) over every token of
-    the neutral prompts: what `mean` ablation puts in place of a pruned head."""
-    adapter = ModelAdapter.of(model)
-    sums, count = {}, 0
-
-    def add(layer):
-        def collect(z, layer=layer):
-            kept = z[mask.bool()].float()
-            sums[str(layer)] = sums.get(str(layer), 0) + kept.sum(0)
-
-        return collect
-
-    chats = _chats(tokenizer, texts)
-    for start in range(0, len(chats), batch_size):
-        batch = encode_left_padded(tokenizer, chats[start : start + batch_size], model.device)
-        mask = batch["attention_mask"]
-        with hooks(adapter, {f"blocks.{layer}.attn.hook_z": add(layer) for layer in range(adapter.n_layers)}):
-            model(**batch, use_cache=False)
-        count += int(mask.sum())
-    return {layer: (total / count).to(model.dtype) for layer, total in sums.items()}
-
-
-@torch.inference_mode()
-def next_token_log_probs(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> list[torch.Tensor]:
-    """Per neutral prompt, log-probabilities of the next token at every position (positions x vocab)."""
-    chats, out = _chats(tokenizer, texts), []
-    for start in range(0, len(chats), batch_size):
-        batch = encode_left_padded(tokenizer, chats[start : start + batch_size], model.device)
-        logits = model(**batch, use_cache=False).logits.float().log_softmax(-1)
-        for row, keep in zip(logits, batch["attention_mask"].bool(), strict=True):
-            out.append(row[keep].cpu())
-    return out
-
-
-def mean_kl(base: Sequence[torch.Tensor], pruned: Sequence[torch.Tensor]) -> float:
-    """Mean over every position of every prompt of KL(base || pruned) (nats)."""
-    total, positions = 0.0, 0
-    for p, q in zip(base, pruned, strict=True):
-        p, q = p.double(), q.double()  # float32 sums of near-equal terms can dip below zero
-        total += float((p.exp() * (p - q)).sum())
-        positions += p.shape[0]
-    return total / positions
-
-
 EVAL_SCHEMA = pa.schema(
     [
         ("condition", pa.string()),
@@ -240,43 +183,3 @@ def evaluate_domain(
             ]
         rows += [label | item for item in answers]
     return pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
-
-
-DAMAGE_SCHEMA = pa.schema(
-    [
-        ("condition", pa.string()),
-        ("setting", pa.string()),
-        ("control", pa.string()),
-        ("seed", pa.int32()),
-        ("n_pruned", pa.int64()),
-        ("kl", pa.float64()),  # mean KL(base || pruned) per neutral-prompt position, nats
-    ]
-)
-
-
-def damage_table(
-    model, tokenizer, manifest: dict, masks: dict, texts: Sequence[str], ablation="zero", means=None
-) -> pa.Table:
-    """Collateral damage of every mask of a file (and of its random controls) on the neutral prompts."""
-    base = next_token_log_probs(model, tokenizer, texts)
-    rows = []
-    for condition in manifest["conditions"]:
-        for setting in manifest["settings"]:
-            for control, seed in controls(manifest, condition, setting):
-                evaluation = Evaluation(condition, setting, control, seed, (), False)
-                mask = mask_of(evaluation, manifest, masks, ablation, means)
-                kl = 0.0
-                if mask.count():
-                    with masked(model, mask, application(mask)):
-                        kl = mean_kl(base, next_token_log_probs(model, tokenizer, texts))
-                rows.append(
-                    {
-                        "condition": condition,
-                        "setting": setting,
-                        "control": control,
-                        "seed": seed,
-                        "n_pruned": mask.count(),
-                        "kl": kl,
-                    }
-                )
-    return pa.Table.from_pylist(rows, schema=DAMAGE_SCHEMA)
