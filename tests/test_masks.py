@@ -157,7 +157,7 @@ def test_a_mask_file_for_another_model_is_refused(tmp_path, tiny_llama_dir):
 
 
 def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_dir):
-    from biasprune.masks import export_pruned
+    from biasprune.export import export_pruned
 
     save_file(
         {f"car|share=0.5|{k}": v for k, v in pack({"0": torch.tensor([True, False, False, False])}).items()},

@@ -1,7 +1,7 @@
 """Rule `export_pruned`: save the model with the mask of config `export` applied."""
 
+from biasprune.export import export_pruned
 from biasprune.logs import log_to
-from biasprune.masks import export_pruned
 
 with log_to(snakemake.log[0]):
     spec = snakemake.params.export
