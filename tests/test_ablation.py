@@ -81,7 +81,7 @@ def test_ablating_a_query_head_leaves_the_other_heads_of_its_group_alone(tiny, a
     means = {"0": torch.arange(adapter.n_heads * adapter.head_dim, dtype=torch.float32)}
     mask = Mask("heads", {"0": torch.tensor([True, False, False, False])}, ablation, means)
     captured = []
-    probe = {"blocks.0.attn.hook_z": lambda z: captured.append(z.detach().clone())}
+    probe = {"blocks.0.attn.hook_z": lambda site, z: captured.append(z.detach().clone())}
     with hooks(adapter, probe):
         logits(model, tokenizer)
     with masked(model, mask, "hooks"), hooks(adapter, probe):

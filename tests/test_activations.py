@@ -17,7 +17,7 @@ from biasprune.activations import (
 )
 from biasprune.decoding import encode_left_padded
 from biasprune.grid import Candidates, expected_answer, grid_log_probs
-from biasprune.hooks import hook_count, hooks
+from biasprune.hooks import hook_count, hooks, split_site
 from biasprune.io import read_provenance
 from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
 from biasprune.prompts import prompt_table
@@ -76,15 +76,16 @@ def test_hooks_are_removed_after_a_normal_run_and_after_a_hook_raised(tiny):
     adapter, before = ModelAdapter.of(model), hook_count(model)
     ids = torch.tensor([tokenizer("Hi Amy")["input_ids"]])
     seen = []
-    with hooks(
-        adapter,
-        {"blocks.1.mlp.hook_post": seen.append, "blocks.0.attn.hook_pattern": [seen.append, seen.append]},
-    ):
+
+    def see(site, x):
+        seen.append(x)
+
+    with hooks(adapter, {"blocks.1.mlp.hook_post": see, "blocks.0.attn.hook_pattern": [see, see]}):
         assert hook_count(model) == before + 3
         model(ids)
     assert hook_count(model) == before and len(seen) == 3
 
-    def boom(_):
+    def boom(site, x):
         raise RuntimeError("hook failed")
 
     with (
@@ -95,13 +96,33 @@ def test_hooks_are_removed_after_a_normal_run_and_after_a_hook_raised(tiny):
     assert hook_count(model) == before
 
 
+def test_a_hook_function_is_told_its_site(tiny):
+    model, tokenizer = tiny
+    ids = torch.tensor([tokenizer("Hi Amy")["input_ids"]])
+    sites = []
+
+    def record(site, x):
+        sites.append((site, split_site(site)))
+
+    with (
+        torch.no_grad(),
+        hooks(ModelAdapter.of(model), {f"blocks.{layer}.attn.hook_z": record for layer in (1, 0)}),
+    ):
+        model(ids)
+    assert sites == [
+        ("blocks.0.attn.hook_z", (0, "attn.hook_z")),
+        ("blocks.1.attn.hook_z", (1, "attn.hook_z")),
+    ]
+
+
 def test_hook_can_replace_an_activation(tiny):
     model, tokenizer = tiny
     ids = torch.tensor([tokenizer("Hi Amy")["input_ids"]])
     with torch.no_grad():
         base = model(ids).logits
         with hooks(
-            ModelAdapter.of(model), {f"blocks.{layer}.mlp.hook_post": torch.zeros_like for layer in range(2)}
+            ModelAdapter.of(model),
+            {f"blocks.{layer}.mlp.hook_post": lambda site, x: torch.zeros_like(x) for layer in range(2)},
         ):
             zeroed = model(ids).logits
         with torch.no_grad():
@@ -179,7 +200,7 @@ def test_attribution_ranks_true_head_ablation_effects_on_the_gap(tiny, rows):
         return (answer[white].mean() - answer[~white].mean()).item()
 
     def zero_head(layer, head):
-        def ablate(z):
+        def ablate(site, z):
             z = z.clone()
             z[..., head * adapter.head_dim : (head + 1) * adapter.head_dim] = 0
             return z

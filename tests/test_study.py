@@ -5,6 +5,7 @@ from collections import Counter
 import yaml
 from conftest import ROOT
 
+from biasprune.jobs import Jobs
 from biasprune.models import fetch_model, load_model
 from biasprune.study import load_study
 
@@ -43,7 +44,7 @@ def test_test_config_is_two_domains_two_variations_eight_names_with_defaults_fil
     assert {key: len(values) for key, values in spec.variations.items()} == {"purchase": 2, "hiring": 2}
     assert Counter(row["race"] for row in spec.names) == {"White": 4, "Black": 4}
     assert spec.config["prompts"]["answer_suffix"]  # default from the schema
-    assert spec.model_source("smollm2-135m-instruct") == {
+    assert Jobs(spec).model_source("smollm2-135m-instruct") == {
         key: value
         for key, value in spec.model("smollm2-135m-instruct").items()
         if key not in ("dtype", "device", "gpus")
@@ -84,7 +85,7 @@ def test_defaults_of_one_model_source_do_not_leak_into_another():
     spec = study("config.yaml")
     assert "revision" not in spec.model("smollm2-135m-instruct")
     assert spec.model("llama-3-8b-instruct")["revision"] == "main"
-    assert spec.readout("smollm2-135m-instruct")["mode"] == "expected"
+    assert Jobs(spec).readout("smollm2-135m-instruct")["mode"] == "expected"
 
 
 def test_reordered_config_keys_give_the_same_job_parameters():
@@ -104,8 +105,9 @@ def test_reordered_config_keys_give_the_same_job_parameters():
         ("readout", (model,)),
         ("model_source", (model,)),
         ("model_runtime", (model,)),
-        ("mask_parameters", ("heads", "domain")),
+        ("masks", ("heads", "domain")),
+        ("appendix", (model,)),
     ):
-        assert repr(getattr(one, method)(*args)) == repr(getattr(two, method)(*args)), method
+        assert repr(getattr(Jobs(one), method)(*args)) == repr(getattr(Jobs(two), method)(*args)), method
     assert repr(one.config) == repr(two.config)
     assert list(reversed_keys(config)) != list(config)  # the orders did differ

@@ -12,14 +12,17 @@ rule activations:
         "benchmarks/activations/{model}/{domain}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
+        batch_size=JOBS.batch_size("activations"),
+        attribution_batch_size=JOBS.batch_size("attribution"),
     params:
-        model=model_runtime,
-        activations=STUDY.config["activations"],
-        answer=answer_spec,
-        sequence_prefix=sequence_prefix,
-        attribution_readout=attribution_readout,
+        model=job_params("model_runtime"),
+        activations=job_params("activations"),
+        answer=job_params("answer"),
+        sequence_prefix=job_params("sequence_prefix"),
+        attribution_readout=job_params("attribution_readout"),
     script:
         "../scripts/activations.py"
 
@@ -36,10 +39,12 @@ rule scores:
         "logs/scores/{model}/{unit}/{method}/{domain}.log",
     benchmark:
         "benchmarks/scores/{model}/{unit}/{method}/{domain}.tsv"
+    wildcard_constraints:
+        method="|".join(method_names(rule="scores")),
     conda:
         "../envs/model.yaml"
     params:
-        scoring=scoring_params,
+        scoring=job_params("scoring"),
         groups=STUDY.groups,
     script:
         "../scripts/scores.py"
@@ -59,14 +64,15 @@ rule greedy_scores:
         "benchmarks/scores/{model}/heads/greedy_attention/{domain}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
+        batch_size=JOBS.batch_size("greedy_scores"),
     params:
-        model=model_runtime,
-        heads=greedy_params,
+        model=job_params("model_runtime"),
+        heads=job_params("greedy"),
         groups=STUDY.groups,
-        answer=answer_spec,
-        sequence_prefix=sequence_prefix,
-        batch_size=STUDY.config["activations"]["batch_size"],
+        answer=job_params("answer"),
+        sequence_prefix=job_params("sequence_prefix"),
     script:
         "../scripts/greedy_scores.py"

@@ -11,11 +11,13 @@ rule answers:
         "benchmarks/answers/{model}/base/{domain}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
+        batch_size=JOBS.batch_size("answers"),
     params:
-        model=model_runtime,
-        readout=readout_params,
-        answer=answer_spec,
+        model=job_params("model_runtime"),
+        readout=job_params("readout"),
+        answer=job_params("answer"),
     script:
         "../scripts/answers.py"

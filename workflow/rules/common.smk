@@ -1,13 +1,17 @@
-# All Python the rules use: config validation (first), wildcard constraints, targets, params helpers.
+# All Python the rules use: config validation (first), wildcard constraints, targets, and the functions that map
+# a job's wildcards to its input paths; its params come from biasprune.jobs (job_params), its one owner.
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+# The library sits next to the rules (workflow/scripts), also where the workflow is used as a module.
+sys.path.insert(0, str(Path(str(workflow.current_basedir)).parent / "scripts"))
 
 from biasprune.errors import ConfigError
 from snakemake import __version__ as SNAKEMAKE_VERSION
 from snakemake.exceptions import WorkflowError
+from biasprune.jobs import Jobs
+from biasprune.methods import UNITS, method_names
 from biasprune.study import load_study
 
 CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
@@ -16,6 +20,7 @@ try:
     STUDY = load_study(config, CONFIG_FILE)
 except ConfigError as error:
     sys.exit(f"biasprune: {error}")
+JOBS = Jobs(STUDY)
 
 # The domain whose first prompt the model check answers.
 FIRST_DOMAIN = STUDY.domains[STUDY.config["domains"][0]]
@@ -24,8 +29,8 @@ FIRST_DOMAIN = STUDY.domains[STUDY.config["domains"][0]]
 wildcard_constraints:
     domain="|".join(map(re.escape, STUDY.domains)),
     model="|".join(map(re.escape, STUDY.models)),
-    unit="weights|neurons|heads",
-    method="wanda|activation|attribution|name_attention|greedy_attention",
+    unit="|".join(UNITS),
+    method="|".join(method_names()),
     scope="variation|loo|domain|cross",
 
 
@@ -63,66 +68,15 @@ def domain_inputs(wildcards):
     return files
 
 
-def domain_params(wildcards):
-    """Everything of the config that shapes a domain's prompts (a change reruns that domain)."""
-    return {
-        "variations": list(STUDY.variations[wildcards.domain]),
-        "names": STUDY.config["names"]["include"],
-        "groups": list(STUDY.groups),
-        "answer_suffix": STUDY.config["prompts"]["answer_suffix"],
-    }
-
-
-def model_source(wildcards):
-    """Where {model} comes from (fetch_model's params: a change here refetches the model)."""
-    return STUDY.model_source(wildcards.model)
+def job_params(name):
+    """A rule's params: the projection `name` of biasprune.jobs.Jobs (the one owner of what a job depends
+    on), called with the job's wildcards."""
+    projection = getattr(JOBS, name)
+    return lambda wildcards: projection(**dict(wildcards.items()))
 
 
 def model_gpus(wildcards):
-    return STUDY.model(wildcards.model)["gpus"]
-
-
-def readout_params(wildcards):
-    """The readout of {model} (config `readout` with the model's mode): a change reruns its answers."""
-    return STUDY.readout(wildcards.model)
-
-
-def answer_spec(wildcards):
-    """What readouts read of the domain's answer: the assistant prefix and the candidate grid."""
-    answer = STUDY.domains[wildcards.domain].answer
-    return {"prefix": answer.prefix, "grid": list(answer.grid)}
-
-
-def attribution_readout(wildcards):
-    """The exact readout's settings when attribution scores go through it (else None: the expected readout)."""
-    readout = STUDY.readout(wildcards.model)
-    through_exact = (
-        readout["mode"] == "exact" and STUDY.config["activations"]["attribution"]
-    )
-    return readout if through_exact else None
-
-
-def sequence_prefix(wildcards):
-    """The prefix the baseline answers were read after (the cache appends them to the same text)."""
-    readout = STUDY.readout(wildcards.model)
-    prefixed = readout["mode"] == "expected" or readout["use_prefix"]
-    return STUDY.domains[wildcards.domain].answer.prefix if prefixed else ""
-
-
-def model_runtime(wildcards):
-    """How model jobs load {model}: device and dtype (not `gpus`, a resource that changes no result)."""
-    return STUDY.model_runtime(wildcards.model)
-
-
-def scoring_params(wildcards):
-    """The parameters of {unit}/{method}: a change reruns those scores and nothing upstream."""
-    return STUDY.scoring_parameters(wildcards.unit, wildcards.method)
-
-
-def greedy_params(wildcards):
-    """What the greedy order depends on: the head counts the masks ask for (its number of steps)."""
-    heads = STUDY.config["masks"]["heads"]
-    return {"share": heads["share"], "k": heads["k"]}
+    return JOBS.gpus(wildcards.model)
 
 
 def mask_inputs(wildcards):
@@ -136,11 +90,6 @@ def mask_inputs(wildcards):
         "baseline": f"results/{wildcards.model}/metrics/baseline.parquet",
         "model": f"resources/models/{wildcards.model}",
     }
-
-
-def mask_params(wildcards):
-    """The masks settings of {unit}: a change reruns its masks and what follows, never the scores."""
-    return STUDY.mask_parameters(wildcards.unit, wildcards.scope)
 
 
 def export_inputs(wildcards):
@@ -162,23 +111,6 @@ def mask_stem(wildcards) -> str:
     return f"results/{wildcards.model}/masks/{wildcards.unit}/{wildcards.method}/{wildcards.scope}"
 
 
-def evaluate_params(wildcards):
-    """The evaluation settings a (unit, scope) reads: head ablation for heads, in-sample cells for cross."""
-    settings = STUDY.config["evaluate"]
-    return {
-        **(
-            {"head_ablation": settings["head_ablation"]}
-            if wildcards.unit == "heads"
-            else {}
-        ),
-        **(
-            {"cross_in_sample": settings["cross_in_sample"]}
-            if wildcards.scope == "cross"
-            else {}
-        ),
-    }
-
-
 def damage_inputs(wildcards):
     return {
         "model": f"resources/models/{wildcards.model}",
@@ -195,18 +127,14 @@ def evaluate_inputs(wildcards):
         "prompts": f"results/prompts/{wildcards.domain}.parquet",
         "answers": f"results/{wildcards.model}/answers/base/{wildcards.domain}.parquet",
     }
-    if evaluate_params(wildcards).get("head_ablation") != "mean":
+    if JOBS.evaluate(**dict(wildcards.items())).get("head_ablation") != "mean":
         del files["neutral"]
     return files
 
 
 def condition_metrics_inputs(wildcards):
     """Every evaluation, damage table and manifest of {model}, with the unpruned answers and prompt labels."""
-    sets = [
-        (unit, method, scope)
-        for unit, method in STUDY.score_sets
-        for scope in STUDY.config["masks"]["scopes"]
-    ]
+    sets = [(s["unit"], s["method"], s["scope"]) for s in JOBS.evaluated_sets()]
     stem = f"results/{wildcards.model}"
     return {
         "evaluated": [
@@ -267,28 +195,4 @@ def appendix_inputs(wildcards):
         "model_check": f"{stem}/model_check.json",
         "model": f"resources/models/{wildcards.model}",
         "prompts": expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
-    }
-
-
-def appendix_config(wildcards):
-    """What the appendix reports of the configuration this run used (a change re-renders it)."""
-    keys = (
-        "groups",
-        "domains",
-        "variations",
-        "metrics",
-        "activations",
-        "scoring",
-        "masks",
-        "evaluate",
-    )
-    return {
-        "model": wildcards.model,
-        "readout": STUDY.readout(wildcards.model),
-        "names": list(STUDY.names),
-        "variation_counts": {key: len(STUDY.variations[key]) for key in STUDY.domains},
-        "prefixes": {
-            key: domain.answer.prefix for key, domain in STUDY.domains.items()
-        },
-        **{key: STUDY.config[key] for key in keys},
     }

@@ -10,13 +10,15 @@ rule evaluate:
         "benchmarks/evaluate/{model}/{unit}/{method}/{scope}/{domain}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
+        batch_size=JOBS.batch_size("evaluate"),
     params:
-        model=model_runtime,
-        readout=readout_params,
-        answer=answer_spec,
-        evaluate=evaluate_params,
+        model=job_params("model_runtime"),
+        readout=job_params("readout"),
+        answer=job_params("answer"),
+        evaluate=job_params("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -33,11 +35,12 @@ rule damage:
         "benchmarks/damage/{model}/{unit}/{method}/{scope}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
     params:
-        model=model_runtime,
-        evaluate=evaluate_params,
+        model=job_params("model_runtime"),
+        evaluate=job_params("evaluate"),
     script:
         "../scripts/damage.py"
 
@@ -57,6 +60,8 @@ rule condition_metrics:
     conda:
         "../envs/model.yaml"
     params:
+        sets=job_params("evaluated_sets"),
+        domains=list(STUDY.domains),
         groups=STUDY.groups,
         metrics=STUDY.config["metrics"],
     script:

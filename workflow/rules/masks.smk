@@ -11,10 +11,11 @@ rule masks:
         "benchmarks/masks/{model}/{unit}/{method}/{scope}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     params:
-        parameters=mask_params,
+        parameters=job_params("masks"),
         groups=STUDY.groups,
-        model=model_runtime,
+        model=job_params("model_runtime"),
     script:
         "../scripts/masks.py"
 
@@ -27,8 +28,11 @@ rule export_pruned:
         model=directory("results/{model}/pruned"),
     log:
         "logs/export_pruned/{model}.log",
+    benchmark:
+        "benchmarks/export_pruned/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     params:
         export=STUDY.config.get("export", {}),
     script:

@@ -8,8 +8,9 @@ rule fetch_model:
         "benchmarks/fetch_model/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     params:
-        source=model_source,
+        source=job_params("model_source"),
     script:
         "../scripts/fetch_model.py"
 
@@ -27,10 +28,11 @@ rule model_check:
         "benchmarks/model_check/{model}.tsv"
     conda:
         "../envs/model.yaml"
+    threads: STUDY.config["threads"]
     resources:
         gpu=model_gpus,
     params:
-        spec=model_runtime,
+        spec=job_params("model_runtime"),
         prefix=FIRST_DOMAIN.answer.prefix,
     script:
         "../scripts/model_check.py"

@@ -11,7 +11,7 @@ rule prompts:
     conda:
         "../envs/tables.yaml"
     params:
-        spec=domain_params,
+        spec=job_params("domain"),
     script:
         "../scripts/prompts.py"
 
@@ -25,6 +25,8 @@ rule neutral_prompts:
         table="results/prompts/neutral.parquet",
     log:
         "logs/neutral_prompts/neutral.log",
+    benchmark:
+        "benchmarks/neutral_prompts/neutral.tsv"
     conda:
         "../envs/tables.yaml"
     params:

@@ -215,6 +215,8 @@ rule tables:
         ),
     log:
         "logs/tables/{model}.log",
+    benchmark:
+        "benchmarks/tables/{model}.tsv"
     conda:
         "../envs/tables.yaml"
     script:
@@ -239,7 +241,7 @@ rule appendix:
     conda:
         "../envs/model.yaml"
     params:
-        config=appendix_config,
+        config=job_params("appendix"),
         figures=FIGURES,
         snakemake_version=SNAKEMAKE_VERSION,
     script:

@@ -13,7 +13,8 @@ from biasprune.study import Answer
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    spec, readout = snakemake.params.model, snakemake.params.readout
+    spec = snakemake.params.model
+    readout = {"batch_size": snakemake.resources.batch_size, **snakemake.params.readout}
     answer = Answer(**snakemake.params.answer)
     model, tokenizer = load_model(snakemake.input.model, spec["device"], spec["dtype"])
     prompts = pq.read_table(snakemake.input.prompts).to_pylist()

@@ -17,17 +17,22 @@ def labelled(path, labels):
     return pd.read_parquet(path).merge(labels, on="prompt_id", validate="many_to_one")
 
 
-def parts(path, depth):
-    """unit, method, scope of results/{model}/{eval|damage}/{unit}/{method}/{scope}[/{domain}].parquet"""
-    return dict(zip(("unit", "method", "scope"), Path(path).with_suffix("").parts[-depth:][:3], strict=True))
-
-
 with log_to(snakemake.log[0]):
     labels = pd.concat([pd.read_parquet(path, columns=LABELS) for path in snakemake.input.prompts])
     base = pd.concat([labelled(path, labels) for path in snakemake.input.answers], ignore_index=True)
-    evaluated = [labelled(path, labels).assign(**parts(path, 4)) for path in snakemake.input.evaluated]
+    # The inputs list every mask file's tables in the order of params.sets (evaluations: each set's domains).
+    sets, domains = snakemake.params.sets, snakemake.params.domains
+    each_domain = [mask_set for mask_set in sets for _ in domains]
+    evaluated = [
+        labelled(path, labels).assign(**set_labels)
+        for path, set_labels in zip(snakemake.input.evaluated, each_domain, strict=True)
+    ]
     damage = pd.concat(
-        [pd.read_parquet(path).assign(**parts(path, 3)) for path in snakemake.input.damage], ignore_index=True
+        [
+            pd.read_parquet(path).assign(**set_labels)
+            for path, set_labels in zip(snakemake.input.damage, sets, strict=True)
+        ],
+        ignore_index=True,
     )
     manifests = [json.loads(Path(path).read_text()) for path in snakemake.input.manifests]
     conditions, transfer, names = condition_tables(

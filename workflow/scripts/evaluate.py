@@ -30,7 +30,7 @@ with log_to(snakemake.log[0]):
         pq.read_table(snakemake.input.prompts).to_pylist(),
         pq.read_table(snakemake.input.answers),
         Answer(**snakemake.params.answer),
-        snakemake.params.readout,
+        {"batch_size": snakemake.resources.batch_size, **snakemake.params.readout},
         cross_in_sample=settings.get("cross_in_sample", False),
         ablation=settings.get("head_ablation", "zero"),
         means=means,

@@ -30,7 +30,7 @@ with log_to(snakemake.log[0]):
         snakemake.params.groups,
         steps,
         snakemake.params.sequence_prefix,
-        snakemake.params.batch_size,
+        snakemake.resources.batch_size,
         progress=tqdm,
     )
     write_parquet(table, snakemake.output.scores, {"method": "greedy_attention", "steps": steps})

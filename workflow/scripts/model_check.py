@@ -10,6 +10,7 @@ import torch
 from biasprune.io import atomic_path
 from biasprune.logs import log_to
 from biasprune.models import ModelAdapter, greedy_answer, load_model
+from biasprune.tokens import default_system_line
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
@@ -29,6 +30,7 @@ with log_to(snakemake.log[0]):
         "prompt": prompt["text"],
         "prefix": snakemake.params.prefix,
         "greedy_answer": answer,
+        "default_system_line": default_system_line(tokenizer),
         # The model jobs' own environment (the report jobs may run in another conda env).
         "versions": {name: version(name) for name in ("torch", "transformers", "safetensors")},
     }

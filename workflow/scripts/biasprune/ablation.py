@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .decoding import encode_left_padded
-from .hooks import hooks
+from .hooks import hooks, split_site
 from .models import ModelAdapter
 from .tokens import chat_prompt
 
@@ -48,26 +48,29 @@ def _head_slices(adapter: ModelAdapter, pruned: torch.Tensor) -> torch.Tensor:
 
 
 def _hook_functions(adapter: ModelAdapter, mask: Mask) -> dict:
-    functions = {}
+    """Per site, the function that removes the mask's neurons or heads there (their data looked up by site)."""
+    keep, features, means = {}, {}, {}
     for key, pruned in mask.keys.items():
         if mask.unit == "neurons":
-            keep = (~pruned).to(adapter.model.dtype)
-            functions[f"blocks.{key}.mlp.hook_post"] = lambda x, keep=keep: x * keep.to(x.device)
+            keep[f"blocks.{key}.mlp.hook_post"] = (~pruned).to(adapter.model.dtype)
         elif mask.unit == "heads" and mask.ablation in ("zero", "mean"):
-            features = _head_slices(adapter, pruned)
             if mask.ablation == "mean" and key not in mask.means:
                 raise KeyError(
                     f"mean ablation of heads in layer {key} needs their mean (mask.means[{key!r}])"
                 )
-            mean = mask.means[key] if mask.ablation == "mean" else None
+            features[f"blocks.{key}.attn.hook_z"] = _head_slices(adapter, pruned)
+            means[f"blocks.{key}.attn.hook_z"] = mask.means[key] if mask.ablation == "mean" else None
 
-            def ablate(z, features=features, mean=mean):
-                z = z.clone()
-                z[..., features.to(z.device)] = 0 if mean is None else mean.to(z)[features].to(z.device)
-                return z
+    def keep_units(site, x):
+        return x * keep[site].to(x.device)
 
-            functions[f"blocks.{key}.attn.hook_z"] = ablate
-    return functions
+    def ablate_heads(site, z):
+        chosen, mean = features[site], means[site]
+        z = z.clone()
+        z[..., chosen.to(z.device)] = 0 if mean is None else mean.to(z)[chosen].to(z.device)
+        return z
+
+    return dict.fromkeys(keep, keep_units) | dict.fromkeys(features, ablate_heads)
 
 
 @contextlib.contextmanager
@@ -151,18 +154,16 @@ def head_means(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> d
     adapter = ModelAdapter.of(model)
     sums, count = {}, 0
 
-    def add(layer):
-        def collect(z, layer=layer):
-            kept = z[mask.bool()].float()
-            sums[str(layer)] = sums.get(str(layer), 0) + kept.sum(0)
-
-        return collect
+    def collect(site, z):
+        layer, _ = split_site(site)
+        kept = z[mask.bool()].float()
+        sums[str(layer)] = sums.get(str(layer), 0) + kept.sum(0)
 
     chats = [chat_prompt(tokenizer, text) for text in texts]
     for start in range(0, len(chats), batch_size):
         batch = encode_left_padded(tokenizer, chats[start : start + batch_size], model.device)
         mask = batch["attention_mask"]
-        with hooks(adapter, {f"blocks.{layer}.attn.hook_z": add(layer) for layer in range(adapter.n_layers)}):
+        with hooks(adapter, {f"blocks.{layer}.attn.hook_z": collect for layer in range(adapter.n_layers)}):
             model(**batch, use_cache=False)
         count += int(mask.sum())
     return {layer: (total / count).to(model.dtype) for layer, total in sums.items()}

@@ -29,7 +29,7 @@ import torch
 
 from .decoding import encode_left_padded, pad_left, split_prefix
 from .grid import Candidates, expected_answer, format_value, grid_log_probs
-from .hooks import hooks
+from .hooks import hooks, split_site
 from .io import atomic_path, provenance_metadata
 from .models import ModelAdapter
 from .tokens import chat_prompt, encode_with_name_positions
@@ -135,38 +135,36 @@ class _Collector:
 def _cache_hooks(adapter: ModelAdapter, weights: dict[str, torch.Tensor], out: _Collector) -> dict:
     select, counts = weights["select"], weights["select"].sum(1)
     name_counts, answer_counts = weights["name_indicator"].sum(1), (weights["answer_mean"] > 0).sum(1)
+
+    def sumsq(site, x):
+        out.add(*split_site(site), "sumsq", counts, torch.einsum("bt,btd->bd", select, x.float() ** 2))
+
+    def means(site, x):
+        out.add(
+            *split_site(site),
+            "mean_name",
+            name_counts,
+            torch.einsum("bt,btd->bd", weights["name_mean"], x.float()),
+        )
+        out.add(
+            *split_site(site),
+            "mean_answer",
+            answer_counts,
+            torch.einsum("bt,btd->bd", weights["answer_mean"], x.float()),
+        )
+
+    def name_mass(site, pattern):
+        mass = torch.einsum(
+            "bq,bhqk,bk->bh", weights["answer_mean"], pattern.float(), weights["name_indicator"]
+        )
+        out.add(*split_site(site), "name_mass", answer_counts, mass)
+
     functions = defaultdict(list)
     for layer in range(adapter.n_layers):
-
-        def sumsq(x, layer=layer, site=None):
-            out.add(layer, site, "sumsq", counts, torch.einsum("bt,btd->bd", select, x.float() ** 2))
-
-        def means(x, layer=layer, site=None):
-            out.add(
-                layer,
-                site,
-                "mean_name",
-                name_counts,
-                torch.einsum("bt,btd->bd", weights["name_mean"], x.float()),
-            )
-            out.add(
-                layer,
-                site,
-                "mean_answer",
-                answer_counts,
-                torch.einsum("bt,btd->bd", weights["answer_mean"], x.float()),
-            )
-
-        def name_mass(pattern, layer=layer):
-            mass = torch.einsum(
-                "bq,bhqk,bk->bh", weights["answer_mean"], pattern.float(), weights["name_indicator"]
-            )
-            out.add(layer, "attn.hook_pattern", "name_mass", answer_counts, mass)
-
         for site in WANDA_SITES:
-            functions[f"blocks.{layer}.{site}"].append(lambda x, f=sumsq, s=site: f(x, site=s))
+            functions[f"blocks.{layer}.{site}"].append(sumsq)
         for site in ("mlp.hook_post", "attn.hook_z"):
-            functions[f"blocks.{layer}.{site}"].append(lambda x, f=means, s=site: f(x, site=s))
+            functions[f"blocks.{layer}.{site}"].append(means)
         functions[f"blocks.{layer}.attn.hook_pattern"].append(name_mass)
     return functions
 
@@ -244,8 +242,12 @@ def attribution_batch(
 def _attribution(adapter, objective, counts, prompt_ids) -> pa.Table:
     """-sum_t x_t * d(objective)/dx_t per MLP unit and head, through hooks on every layer's sites."""
     stored: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
+
+    def store(site, x):
+        stored[split_site(site)].append(x)
+
     functions = {
-        f"blocks.{layer}.{site}": (lambda x, key=(layer, site): stored[key].append(x))
+        f"blocks.{layer}.{site}": store
         for layer in range(adapter.n_layers)
         for site in ("mlp.hook_post", "attn.hook_z")
     }

@@ -4,16 +4,80 @@ run's Parquet files, findings computed from them, provenance of every input."""
 from __future__ import annotations
 
 import base64
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import jinja2
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
+from .io import config_hash, sha256_file
+from .study import READOUT_ESTIMANDS, answer_prefix
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "report" / "appendix.html.j2"
+REPORT = Path(__file__).resolve().parents[2] / "report"
+TEMPLATE = REPORT / "appendix.html.j2"
+# The paper's model, Llama-3-8B-Instruct, by its geometry: any other is a stand-in for it.
+PAPER_GEOMETRY = {"n_layers": 32, "d_mlp": 14336}
+# The appendix's tables: (name, title, caption, columns shown).
+TABLES = (
+    (
+        "baseline",
+        "Baseline bias",
+        "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates.",
+        [
+            "domain",
+            "variation",
+            "level",
+            "mean_ref",
+            "mean_focal",
+            "smd",
+            "smd_low",
+            "smd_high",
+            "measurable",
+            "abs_smd",
+            "abs_smd_p",
+            "mwu_p",
+            "invalid_rate_ref",
+            "invalid_rate_focal",
+        ],
+    ),
+    (
+        "transfer",
+        "Transfer matrix",
+        "Per selection and evaluated domain: signed SMD with its 95% CI, relative reduction of |SMD| with its "
+        "paired CI, the absolute change of |SMD|, and each control's mean reduction (empty masks are marked, "
+        "their numbers left blank).",
+        [
+            "unit",
+            "method",
+            "setting",
+            "selection",
+            "evaluated",
+            "in_sample",
+            "vacuous",
+            "n_pruned",
+            "share_pruned",
+            "base_smd",
+            "smd",
+            "smd_low",
+            "smd_high",
+            "abs_change",
+            "reduction",
+            "reduction_low",
+            "reduction_high",
+            "random_reduction_mean",
+            "matched_reduction_mean",
+            "generic_reduction_mean",
+            "kl",
+            "invalid_rate",
+        ],
+    ),
+)
 VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
 MEANING = {
     HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
@@ -107,3 +171,132 @@ def settings_rows(config: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 
 THRESHOLDS = {"anomaly": f"{ANOMALY_MARGIN:.0%} points"}
+
+
+def examples(prompt_files: Iterable[str | Path], prefixes: Mapping[str, str]) -> list[dict]:
+    """Per domain: its variations and its first prompt with the answer prefix the readouts use."""
+    out = []
+    for path in prompt_files:
+        table = pq.read_table(path).to_pylist()
+        domain = table[0]["domain"]
+        out.append(
+            {
+                "domain": domain,
+                "variations": list(dict.fromkeys(row["variation"] for row in table)),
+                "text": table[0]["text"],
+                "prefix": prefixes[domain],
+            }
+        )
+    return out
+
+
+def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str]:
+    """What a reader must know before using the run's numbers: how it differs from the paper's design, what
+    the model stands for, the names, the readout's estimand, empty masks, unstable ratios, combining rules."""
+    names, readout = config["names"], config["readout"]
+    vacuous = int(
+        (
+            conditions["vacuous"] & (conditions["control"] == "pruned") & (conditions["level"] == "domain")
+        ).sum()
+    )
+    differences = [
+        f"readout `{readout['mode']}`"
+        + ("" if readout["mode"] == "sample" else " (the paper sampled 100 answers)"),
+        "the answer prefix pre-filled in the assistant turn (the paper had none)"
+        if answer_prefix({"use_prefix": False, **readout}, "prefix")
+        else "",
+        "the chat template's default system line (the paper's Llama-3 template had none)"
+        if check.get("default_system_line")
+        else "",
+        f"{len(names)} names (the paper's harness: 64)" if len(names) != 64 else "",
+        f"{sum(config['variation_counts'].values())} variations in {len(config['variation_counts'])} domains "
+        "(the paper: purchase with 18 items, and three further contexts)",
+    ]
+    rows = [
+        "Differences from the paper's design: " + "; ".join(filter(None, differences)) + ".",
+        f"{len(names)} names ({len(names) // 2} per group); each name's answers are one unit of the bootstrap, so "
+        "intervals are wide when few names are used.",
+        f"Readout `{readout['mode']}` estimates {READOUT_ESTIMANDS[readout['mode']]}",
+        f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): they are "
+        "marked empty, their numbers left blank, and they are left out of every verdict.",
+        "Relative reductions of one cell are unstable where the unpruned |SMD| is near zero; the verdicts pool "
+        "them as ratios of sums over variations with a measurable gap only.",
+        f"Head masks at the loo, domain and cross scopes use the "
+        f"`{config['masks']['heads'].get('common', 'frequency')}` rule, weight masks the "
+        f"`{config['masks']['weights'].get('common', 'intersection')}` rule (the paper: intersection for "
+        "weights, the most frequent heads).",
+    ]
+    if any(check.get(key) != value for key, value in PAPER_GEOMETRY.items()):
+        rows.insert(
+            0,
+            f"{config['model']} is a stand-in ({check['n_layers']} layers, {check['d_mlp']} MLP units) for the "
+            "paper's Llama-3-8B-Instruct: it shows whether the method and its controls behave, not whether the "
+            "paper's numbers hold for the 8B model; a small model's answers cluster near the middle of the "
+            "candidate grid and its gaps are small.",
+        )
+    return rows
+
+
+def provenance(
+    config: dict, check: dict, source: dict, prompt_files: Sequence[str | Path], snakemake_version: str
+) -> dict:
+    """Where every input came from: run date, config hash, model source, prompt hashes, library versions."""
+    return {
+        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "config_hash": config_hash(config),
+        "model_source": json.dumps(
+            {
+                k: v
+                for k, v in source.items()
+                if "sha" in k or k in ("source", "repo", "revision", "package", "version")
+            },
+            sort_keys=True,
+        ),
+        **{f"prompts/{Path(p).name}": sha256_file(p) for p in prompt_files},
+        # Model libraries as the model jobs saw them; table and plotting libraries of this job's env.
+        **{f"version/{name}": number for name, number in check["versions"].items()},
+        **{
+            f"version/{name}": version(name)
+            for name in ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
+        },
+        "version/snakemake": snakemake_version,
+    }
+
+
+def appendix_html(
+    config: dict,
+    check: dict,
+    source: dict,
+    prompt_files: Sequence[str | Path],
+    figures: Iterable[tuple[str, str | Path]],
+    tables: Mapping[str, pd.DataFrame],
+    snakemake_version: str,
+) -> str:
+    """The whole appendix of one model's run: `tables` holds its baseline, transfer, conditions and findings
+    tables, `figures` (name, PNG) pairs whose captions are report/<name>.rst."""
+    shown = []
+    for name, png in figures:
+        title, text = caption(REPORT / f"{name}.rst")
+        shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
+    return render(
+        {
+            "model": {"key": config["model"], **check},
+            "readout": config["readout"],
+            "estimand": READOUT_ESTIMANDS[config["readout"]["mode"]],
+            "groups": config["groups"],
+            "metrics": config["metrics"],
+            "names": config["names"],
+            "examples": examples(prompt_files, config["prefixes"]),
+            "methods": settings_rows(
+                {key: config[key] for key in ("scoring", "masks", "evaluate", "activations", "metrics")}
+            ),
+            "figures": shown,
+            "tables": [
+                html_table(name, title, text, tables[name], columns) for name, title, text, columns in TABLES
+            ],
+            "findings": findings_rows(tables["findings"]),
+            "thresholds": THRESHOLDS,
+            "limitations": limitations(config, check, tables["conditions"]),
+            "provenance": provenance(config, check, source, prompt_files, snakemake_version),
+        }
+    )

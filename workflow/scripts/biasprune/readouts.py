@@ -14,6 +14,7 @@ from .decoding import decode, encode_shared_prefix, split_prefix
 from .exact import exact_distributions
 from .grid import Candidates, expected_answer, grid_log_probs
 from .parse import VALID_REASONS, in_range, parse_number
+from .study import answer_prefix
 from .tokens import chat_prompt
 
 ANSWER_SCHEMA = pa.schema(
@@ -51,7 +52,7 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
     min_valid_mass}, expected: {min_coverage}).
     """
     mode, size = settings["mode"], settings["batch_size"]
-    prefix = answer.prefix if (mode == "expected" or settings["use_prefix"]) else ""
+    prefix = answer_prefix(settings, answer.prefix)
     prompt_part, _ = split_prefix(prefix)
     columns = {name: [] for name in ANSWER_COLUMNS}
     batches = range(0, len(prompts), size)

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .methods import UNITS
 from .prompts import find_name, table_variations
 from .schema import read_yaml, validate
 
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
-# Scoring parameters each (unit, method) reads from config `scoring.<unit>`.
-METHOD_PARAMETERS = {("neurons", "activation"): ("position",), ("heads", "name_attention"): ("aggregate",)}
 READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
 # What each readout estimates: the appendix and the README state the one a run used.
 READOUT_ESTIMANDS = {
@@ -32,6 +31,14 @@ READOUT_ESTIMANDS = {
     "grid's centre.",
     "greedy": "one deterministic decode per prompt, parsed: the mode of the sampler's path, not its mean.",
 }
+
+
+def answer_prefix(readout: dict, prefix: str) -> str:
+    """The text a readout pre-fills the assistant turn with: the domain's answer prefix where the mode reads
+    after it (always for `expected`, which scores candidates after it; else per `use_prefix`), else nothing."""
+    return prefix if readout["mode"] == "expected" or readout["use_prefix"] else ""
+
+
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
@@ -200,66 +207,11 @@ class Study:
     def model(self, key: str) -> dict:
         return self.config["model_registry"][key]
 
-    def readout(self, key: str) -> dict:
-        """The readout settings model `key` uses: the config's `readout` with the model's mode override,
-        keeping only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
-        settings = dict(self.config["readout"])
-        mode = self.model(key).get("readout", settings["mode"])
-        settings["use_prefix"] = self.model(key).get("use_prefix", settings["use_prefix"])
-        used = {
-            "expected": ("expected",),
-            "greedy": READOUT_DECODE_KEYS,
-            "sample": (*READOUT_DECODE_KEYS, "sample"),
-            "exact": (*READOUT_DECODE_KEYS, "exact"),
-        }[mode]
-        chosen = {
-            "mode": mode,
-            "batch_size": settings["batch_size"],
-            **{name: settings[name] for name in used},
-        }
-        if mode in ("expected", "exact"):  # they read at the sampler's temperature (exact: and its top-p)
-            keys = ("temperature",) if mode == "expected" else ("temperature", "top_p")
-            chosen["sample"] = {key: settings["sample"][key] for key in keys}
-        return chosen
-
-    def model_runtime(self, key: str) -> dict:
-        """How model jobs load model `key` (device, dtype): what their results depend on, unlike `gpus`."""
-        return {name: self.model(key)[name] for name in ("device", "dtype")}
-
     @property
     def score_sets(self) -> list[tuple[str, str]]:
         """(unit, method) of every configured score, units in a fixed order (the config's keys are sorted)."""
         scoring = self.config["scoring"]
-        return [
-            (unit, method) for unit in ("weights", "neurons", "heads") for method in scoring[unit]["methods"]
-        ]
-
-    def scoring_parameters(self, unit: str, method: str) -> dict:
-        """The parameters one scoring method reads (so a change reruns that method's scores only)."""
-        return {
-            name: self.config["scoring"][unit][name] for name in METHOD_PARAMETERS.get((unit, method), ())
-        }
-
-    def mask_parameters(self, unit: str, scope: str) -> dict:
-        """The `masks` settings one unit's masks of one scope read: its own section (without the rule that
-        combines variations at the `variation` scope, which has one) and its controls (none at scopes outside
-        `random_scopes`)."""
-        masks = self.config["masks"]
-        controlled = scope in masks["random_scopes"]
-        # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
-        section = {key: value for key, value in masks[unit].items() if value != []}
-        if scope == "variation":
-            section.pop("common", None)
-        return {
-            **section,
-            "random_seeds": masks["random_seeds"] if controlled else 0,
-            "matched_seeds": masks["matched_seeds"] if controlled else 0,
-            "generic": masks["generic"] and controlled,
-        }
-
-    def model_source(self, key: str) -> dict:
-        """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
-        return {name: value for name, value in self.model(key).items() if name not in MODEL_RUNTIME_KEYS}
+        return [(unit, method) for unit in UNITS for method in scoring[unit]["methods"]]
 
 
 def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:

@@ -11,6 +11,14 @@ def chat_prompt(tokenizer, message: str, prefix: str = "") -> str:
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
 
 
+def default_system_line(tokenizer) -> bool:
+    """Whether the chat template puts a system turn before a conversation that has none (SmolLM2's and
+    Qwen2.5's do; Llama-3's does not): the prompts the model sees then carry that line too."""
+    marker = "\u2063biasprune\u2063"
+    text = chat_prompt(tokenizer, marker)
+    return "system" in text[: text.index(marker)].lower()
+
+
 def span_token_positions(
     offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
 ) -> list[list[int]]:

@@ -1,0 +1,155 @@
+"""What each job's results depend on: every rule's `params`, projected from the validated study in one place.
+
+A job reruns when its params change, so each projection keeps exactly the settings its rule's results depend
+on: a change elsewhere in the config reruns nothing here, and settings that change no result (batch sizes,
+threads, GPUs) are resources, never params (`Jobs.resources`). `workflow/rules/common.smk` calls these with a
+job's wildcards (`job_params("readout")`); each takes the wildcards it needs and ignores the others."""
+
+from __future__ import annotations
+
+from .methods import method as registry_method
+from .study import MODEL_RUNTIME_KEYS, READOUT_DECODE_KEYS, Study, answer_prefix
+
+
+class Jobs:
+    """The params of every rule of one study."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.config = study.config
+
+    # Prompts -------------------------------------------------------------------------------------------
+    def domain(self, domain: str, **_) -> dict:
+        """Everything of the config that shapes a domain's prompts (a change reruns that domain)."""
+        return {
+            "variations": list(self.study.variations[domain]),
+            "names": self.config["names"]["include"],
+            "groups": list(self.study.groups),
+            "answer_suffix": self.config["prompts"]["answer_suffix"],
+        }
+
+    # Models --------------------------------------------------------------------------------------------
+    def model_source(self, model: str, **_) -> dict:
+        """Only where the model comes from: changing how it runs (dtype, device, gpus) does not refetch it."""
+        return {
+            name: value for name, value in self.study.model(model).items() if name not in MODEL_RUNTIME_KEYS
+        }
+
+    def model_runtime(self, model: str, **_) -> dict:
+        """How model jobs load the model (device, dtype): what their results depend on, unlike `gpus`."""
+        return {name: self.study.model(model)[name] for name in ("device", "dtype")}
+
+    # Readouts ------------------------------------------------------------------------------------------
+    def readout(self, model: str, **_) -> dict:
+        """The readout settings the model uses: the config's `readout` with the model's overrides, keeping
+        only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
+        settings = dict(self.config["readout"])
+        mode = self.study.model(model).get("readout", settings["mode"])
+        settings["use_prefix"] = self.study.model(model).get("use_prefix", settings["use_prefix"])
+        used = {
+            "expected": ("expected",),
+            "greedy": READOUT_DECODE_KEYS,
+            "sample": (*READOUT_DECODE_KEYS, "sample"),
+            "exact": (*READOUT_DECODE_KEYS, "exact"),
+        }[mode]
+        chosen = {"mode": mode, **{name: settings[name] for name in used}}
+        if mode == "sample":  # the seeded generator's draws follow the batches: the samples depend on it
+            chosen["batch_size"] = settings["batch_size"]
+        if mode in ("expected", "exact"):  # they read at the sampler's temperature (exact: and its top-p)
+            keys = ("temperature",) if mode == "expected" else ("temperature", "top_p")
+            chosen["sample"] = {key: settings["sample"][key] for key in keys}
+        return chosen
+
+    def answer(self, domain: str, **_) -> dict:
+        """What readouts read of the domain's answer: the assistant prefix and the candidate grid."""
+        answer = self.study.domains[domain].answer
+        return {"prefix": answer.prefix, "grid": list(answer.grid)}
+
+    def sequence_prefix(self, model: str, domain: str, **_) -> str:
+        """The prefix the baseline answers were read after (the cache appends them to the same text)."""
+        return answer_prefix(self.readout(model), self.study.domains[domain].answer.prefix)
+
+    # Scores --------------------------------------------------------------------------------------------
+    def activations(self, model: str, **_) -> dict:
+        """What the activation cache depends on (its batch sizes are resources)."""
+        sizes = ("batch_size", "attribution_batch_size")
+        return {key: value for key, value in self.config["activations"].items() if key not in sizes}
+
+    def attribution_readout(self, model: str, **_) -> dict | None:
+        """The exact readout's settings when attribution scores go through it (else None: the expected one)."""
+        readout = self.readout(model)
+        through_exact = readout["mode"] == "exact" and self.config["activations"]["attribution"]
+        return readout if through_exact else None
+
+    def scoring(self, unit: str, method: str, **_) -> dict:
+        """The parameters one scoring method reads (so a change reruns that method's scores only)."""
+        names = registry_method(unit, method).parameters
+        return {name: self.config["scoring"][unit][name] for name in names}
+
+    def greedy(self, **_) -> dict:
+        """What the greedy head order depends on: the head counts the masks ask for (its number of steps)."""
+        heads = self.config["masks"]["heads"]
+        return {"share": heads["share"], "k": heads["k"]}
+
+    # Masks and evaluation ------------------------------------------------------------------------------
+    def masks(self, unit: str, scope: str, **_) -> dict:
+        """The `masks` settings one unit's masks of one scope read: its own section (without the rule that
+        combines variations at the `variation` scope, which has one) and its controls (none at scopes outside
+        `random_scopes`)."""
+        masks = self.config["masks"]
+        controlled = scope in masks["random_scopes"]
+        # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
+        section = {key: value for key, value in masks[unit].items() if value != []}
+        if scope == "variation":
+            section.pop("common", None)
+        return {
+            **section,
+            "random_seeds": masks["random_seeds"] if controlled else 0,
+            "matched_seeds": masks["matched_seeds"] if controlled else 0,
+            "generic": masks["generic"] and controlled,
+        }
+
+    def evaluate(self, unit: str, scope: str, **_) -> dict:
+        """The evaluation settings a (unit, scope) reads: head ablation for heads, in-sample cells for cross."""
+        settings = self.config["evaluate"]
+        return {
+            **({"head_ablation": settings["head_ablation"]} if unit == "heads" else {}),
+            **({"cross_in_sample": settings["cross_in_sample"]} if scope == "cross" else {}),
+        }
+
+    def evaluated_sets(self, **_) -> list[dict]:
+        """(unit, method, scope) of every mask file, in the order the metric tables list their inputs."""
+        return [
+            {"unit": unit, "method": method, "scope": scope}
+            for unit, method in self.study.score_sets
+            for scope in self.config["masks"]["scopes"]
+        ]
+
+    # Report --------------------------------------------------------------------------------------------
+    def appendix(self, model: str, **_) -> dict:
+        """What the appendix reports of the configuration this run used (a change re-renders it)."""
+        keys = ("groups", "domains", "variations", "metrics", "activations", "scoring", "masks", "evaluate")
+        return {
+            "model": model,
+            "readout": self.readout(model),
+            "names": list(self.study.names),
+            "variation_counts": {key: len(self.study.variations[key]) for key in self.study.domains},
+            "prefixes": {key: domain.answer.prefix for key, domain in self.study.domains.items()},
+            **{key: self.config[key] for key in keys},
+        }
+
+    # Resources: settings that change no result -----------------------------------------------------------
+    def gpus(self, model: str, **_) -> int:
+        return self.study.model(model)["gpus"]
+
+    def batch_size(self, rule: str) -> int:
+        """Prompts per forward pass of a rule: memory, not results, so a change reruns nothing (the `sample`
+        readout's draws do follow its batches: there `readout.batch_size` is also a param)."""
+        section, key = {
+            "answers": ("readout", "batch_size"),
+            "evaluate": ("readout", "batch_size"),
+            "activations": ("activations", "batch_size"),
+            "attribution": ("activations", "attribution_batch_size"),
+            "greedy_scores": ("activations", "batch_size"),
+        }[rule]
+        return self.config[section][key]
