@@ -15,11 +15,10 @@ from biasprune.masks import (
     combine,
     load_masks,
     pack,
-    scope_selections,
     select_units,
-    settings,
     unpack,
 )
+from biasprune.vocabulary import scope_selections, settings
 
 GROUPS = ("White", "Black")
 

@@ -25,11 +25,20 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import CONTROLS, PRUNED, condition_domain
 from .metrics import comparison_table, name_summaries
+from .vocabulary import (
+    BASE,
+    CONTROLS,
+    CROSS,
+    DOMAIN,
+    PRUNED,
+    WITHIN,
+    Condition,
+    generalisation,
+    units_label,
+)
 
 KEYS = ["unit", "method", "scope", "condition", "setting"]
-BASE = "base"
 CONTROL_FIGURES = ["abs_smd", "reduction", "abs_change", "invalid_rate", "inlier_ratio", "kl"]
 # What a vacuous mask (nothing pruned) has not measured.
 MEASURED = [
@@ -58,7 +67,7 @@ def total_components(manifest: dict) -> int:
 def _pooled(frame: pd.DataFrame, scope: str, domain: str) -> pd.DataFrame:
     """Variation and leave-one-out conditions of a domain as one condition: each variation under its mask."""
     pooled = frame.copy()
-    pooled["condition"] = f"{domain}/*" if scope == "variation" else f"{domain}/-*"
+    pooled["condition"] = Condition(scope, domain).format()
     return pooled
 
 
@@ -70,7 +79,7 @@ def evaluated_table(
     `evaluated` and `base` carry the prompt labels (domain, variation, name, race)."""
     scope, domain = evaluated["scope"].iloc[0], base["domain"].iloc[0]
     frames = [evaluated]
-    if scope in ("variation", "loo"):
+    if scope in WITHIN:
         frames.append(_pooled(evaluated, scope, domain))
     rows = []
     by = [*KEYS, "control", "seed", "in_sample"]
@@ -92,9 +101,9 @@ def evaluated_table(
 
 def _pooled_damage(damage: pd.DataFrame) -> pd.DataFrame:
     """KL of a pooled within-domain condition: the mean over the masks it pools."""
-    within = damage[damage["scope"].isin(["variation", "loo"])].copy()
+    within = damage[damage["scope"].isin(WITHIN)].copy()
     within["condition"] = [
-        f"{condition_domain(c)}/{'*' if s == 'variation' else '-*'}"
+        Condition.parse(c, s).pool().format()
         for s, c in zip(within["scope"], within["condition"], strict=True)
     ]
     return within.groupby([*KEYS, "control", "seed"], as_index=False)["kl"].mean()
@@ -165,8 +174,16 @@ def condition_tables(
     return table, transfer_table(table), names_table(evaluated, base, metrics.get("winsorize"))
 
 
-def selection_label(scope: str, condition: str) -> str:
-    return {"variation": "variation masks", "loo": "leave-one-out masks"}.get(scope, condition)
+def pooled(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's condition is a pooled within-domain one (`{d}/*`, `{d}/-*`)."""
+    return pd.Series(
+        [
+            Condition.parse(c, s).pooled if s in WITHIN else False
+            for s, c in zip(frame["scope"], frame["condition"], strict=True)
+        ],
+        index=frame.index,
+        dtype=bool,
+    )
 
 
 def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
@@ -175,11 +192,10 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
     rows = conditions[
         (conditions["control"] == PRUNED)
         & (conditions["level"] == "domain")
-        & (conditions["scope"].isin(["domain", "cross"]) | conditions["condition"].str.endswith("*"))
+        & (conditions["scope"].isin([DOMAIN, CROSS]) | pooled(conditions))
     ].copy()
     rows["selection"] = [
-        f"{c.split('/')[0]} ({selection_label(s, c)})" if s in ("variation", "loo") else c
-        for s, c in zip(rows["scope"], rows["condition"], strict=True)
+        Condition.parse(c, s).selection_label() for s, c in zip(rows["scope"], rows["condition"], strict=True)
     ]
     columns = [
         "unit",
@@ -212,3 +228,25 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
         "invalid_rate",
     ]
     return rows[columns].rename(columns={"domain": "evaluated"}).reset_index(drop=True)
+
+
+def level(frame: pd.DataFrame) -> pd.Series:
+    """The generalisation level of each domain-level row of control = pruned (None where it has none;
+    masks of the within-domain scopes count pooled, `{d}/*` and `{d}/-*`)."""
+    counted = pooled(frame) | ~frame["scope"].isin(WITHIN)
+    return pd.Series(
+        [
+            generalisation(s, bool(i)) if keep else None
+            for s, i, keep in zip(frame["scope"], frame["in_sample"], counted, strict=True)
+        ],
+        index=frame.index,
+        dtype=object,
+    )
+
+
+def levels_table(conditions: pd.DataFrame) -> pd.DataFrame:
+    """Domain-level rows of the masks themselves with their generalisation level (rows without one dropped)."""
+    rows = conditions[(conditions["level"] == "domain") & (conditions["control"] == PRUNED)].copy()
+    rows["generalisation"] = level(rows)
+    rows["units"] = units_label(rows["unit"], rows["method"])
+    return rows.dropna(subset=["generalisation"])

@@ -25,12 +25,7 @@ import pyarrow as pa
 from .ablation import Mask, masked
 from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like
-
-PRUNED = "pruned"
-RANDOM = "random"
-MATCHED = "matched"
-GENERIC = "generic"
-CONTROLS = (RANDOM, MATCHED, GENERIC)
+from .vocabulary import CROSS, GENERIC, MATCHED, PRUNED, RANDOM, WITHIN, Condition
 
 
 @dataclass(frozen=True)
@@ -45,17 +40,12 @@ class Evaluation:
     in_sample: bool  # the evaluated prompts were among those the mask was selected on
 
 
-def condition_domain(condition: str) -> str:
-    """The domain a `variation`, `loo` or `domain` condition belongs to ('-d' for cross: d)."""
-    return condition.lstrip("-").split("/")[0]
-
-
 def _targets(condition: str, scope: str, domain: str, variations: Sequence[str], cross_in_sample: bool):
     """The variations of `domain` a condition is evaluated on ((), if none)."""
-    if scope in ("variation", "loo"):
-        owner, _, target = condition.partition("/")
-        return (target.removeprefix("-"),) if owner == domain else ()
-    if scope == "cross" and condition != f"-{domain}" and not cross_in_sample:
+    parsed = Condition.parse(condition, scope)
+    if scope in WITHIN:
+        return (parsed.variation,) if parsed.domain == domain else ()
+    if scope == CROSS and parsed.domain != domain and not cross_in_sample:
         return ()
     return tuple(variations)
 

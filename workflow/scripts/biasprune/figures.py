@@ -14,17 +14,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .conditions import levels_table
 from .io import atomic_path
+from .vocabulary import IN_CONTEXT, LEVELS, MATCHED, RANDOM, units_label
 
 PALETTE = "colorblind"
-LEVELS = ["variation", "leave-one-out", "domain (in-sample)", "domain (transfer)", "cross (held out)"]
-LEVEL_HELP = {
-    "variation": "selected and evaluated on one variation",
-    "leave-one-out": "selected on the domain's other variations, evaluated on the held-out one",
-    "domain (in-sample)": "selected on all of a domain's variations, evaluated there",
-    "domain (transfer)": "selected on one domain, evaluated on another",
-    "cross (held out)": "selected on every other domain, evaluated on the one left out",
-}
 
 sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font_scale=1.1)
 
@@ -41,30 +35,6 @@ def save(figure, png: str | os.PathLike, svg: str | os.PathLike) -> None:
                 metadata={"Date": None} if fmt == "svg" else None,
             )
     plt.close(figure)
-
-
-def unit_label(frame: pd.DataFrame) -> pd.Series:
-    return frame["unit"] + "/" + frame["method"]
-
-
-def level(frame: pd.DataFrame) -> pd.Series:
-    """The generalisation level of each domain-level row of control = pruned."""
-    out = pd.Series(None, index=frame.index, dtype=object)
-    pooled = frame["condition"].str.endswith("*")
-    out[pooled & (frame["scope"] == "variation")] = "variation"
-    out[pooled & (frame["scope"] == "loo")] = "leave-one-out"
-    out[(frame["scope"] == "domain") & frame["in_sample"]] = "domain (in-sample)"
-    out[(frame["scope"] == "domain") & ~frame["in_sample"]] = "domain (transfer)"
-    out[(frame["scope"] == "cross") & ~frame["in_sample"]] = "cross (held out)"
-    return out
-
-
-def levels_table(conditions: pd.DataFrame) -> pd.DataFrame:
-    """Domain-level rows of the masks themselves with their generalisation level (rows without one dropped)."""
-    rows = conditions[(conditions["level"] == "domain") & (conditions["control"] == "pruned")].copy()
-    rows["generalisation"] = level(rows)
-    rows["units"] = unit_label(rows)
-    return rows.dropna(subset=["generalisation"])
 
 
 def baseline(table: pd.DataFrame):
@@ -92,8 +62,8 @@ def baseline(table: pd.DataFrame):
 
 def reference_control(frame: pd.DataFrame) -> str:
     """The control shown beside the masks: matched where the run has it, else uniform random."""
-    matched = "matched_reduction_mean"
-    return "matched" if matched in frame and frame[matched].notna().any() else "random"
+    matched = f"{MATCHED}_reduction_mean"
+    return MATCHED if matched in frame and frame[matched].notna().any() else RANDOM
 
 
 def before_after(conditions: pd.DataFrame):
@@ -129,7 +99,7 @@ def before_after(conditions: pd.DataFrame):
 
 def transfer(table: pd.DataFrame):
     """Selection x evaluated domain heat maps of the relative reduction (CI in the cell; * = in-sample)."""
-    table = table.assign(units=unit_label(table) + "\n" + table["setting"])
+    table = table.assign(units=units_label(table["unit"], table["method"]) + "\n" + table["setting"])
     panels = sorted(table["units"].unique())
     height = 0.5 * table["selection"].nunique() + 1.5
     figure, axes = plt.subplots(
@@ -178,7 +148,7 @@ def transfer(table: pd.DataFrame):
 def tradeoff(conditions: pd.DataFrame):
     """Bias reduction against damage (KL on neutral prompts; invalid-answer rate) for every mask and setting."""
     rows = levels_table(conditions)
-    rows = rows[rows["generalisation"] == "domain (in-sample)"]
+    rows = rows[rows["generalisation"] == IN_CONTEXT]
     figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for axis, column, label in zip(
         axes,
@@ -283,7 +253,7 @@ def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.Data
         manifest, masks = load_masks(path)
         unit, units, setting = (
             manifest["unit"],
-            f"{manifest['unit']}/{manifest['method']}",
+            units_label(manifest["unit"], manifest["method"]),
             manifest["settings"][0],
         )
         chosen = [(condition, masks[condition, setting]) for condition in manifest["conditions"]]

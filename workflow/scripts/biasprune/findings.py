@@ -29,15 +29,28 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .conditions import pooled
 from .metrics import measurable, name_draws
 from .stats import percentile_interval, smd_from_sums
+from .vocabulary import (
+    BASE,
+    IN_CONTEXT,
+    LEVEL_LOO,
+    LEVEL_VARIATION,
+    MATCHED,
+    OTHER_CONTEXT,
+    PRUNED,
+    RANDOM,
+    generalisation,
+    units_label,
+)
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "inconclusive"
 # "Without a large rise in anomalous outputs" (claim 1): the rise, over the unpruned model's own value, of
 # the share of answers outside the unpruned 5-95% band and of the invalid-answer rate, each at most this.
 ANOMALY_MARGIN = 0.05
 # The control each contrast is taken against: the hardest one the run evaluated.
-REFERENCE_CONTROLS = ("matched", "random")
+REFERENCE_CONTROLS = (MATCHED, RANDOM)
 CLAIMS = {
     1: "Pruning reduces the Black/White disparity without a large rise in anomalous outputs.",
     2: "Neuron-level pruning (MLP weights) reduces bias more than pruning attention heads.",
@@ -45,21 +58,9 @@ CLAIMS = {
     4: "Bias is partly general (transfer beats its control) and partly context-specific (it falls short of the "
     "in-context effect).",
 }
-PAPER_PAIR = ("weights/wanda", "heads/name_attention")
-IN_CONTEXT, OTHER = "domain (in-sample)", ("domain (transfer)", "cross (held out)")
+PAPER_PAIR = (units_label("weights", "wanda"), units_label("heads", "name_attention"))
 SERIES = ["unit", "method", "scope", "condition", "setting", "control", "seed", "domain", "variation"]
 FIELDS = ["n_valid", "total", "total_sq", "n_inlier", "n_answers"]
-
-
-def generalisation(scope: str, in_sample: bool) -> str | None:
-    """The level of a cell: where its mask was selected relative to the variation it is evaluated on."""
-    if scope == "variation":
-        return "variation"
-    if scope == "loo":
-        return "leave-one-out"
-    if scope == "domain":
-        return IN_CONTEXT if in_sample else "domain (transfer)"
-    return None if in_sample else "cross (held out)"
 
 
 class Draws:
@@ -70,7 +71,7 @@ class Draws:
 
     def __init__(self, names: pd.DataFrame, groups: Sequence[str], metrics: dict):
         reference, focal = groups
-        base = names[names["control"] == "base"]
+        base = names[names["control"] == BASE]
         ddof = int(names["ddof"].iloc[0]) if "ddof" in names and len(names) else 1  # 0: exact distributions
         self.abs_smd, self.signed, self.counts = {}, {}, {}
         for domain, part in names.groupby("domain", sort=False):
@@ -110,7 +111,7 @@ class Draws:
 
     @staticmethod
     def base_key(domain: str, variation: str) -> tuple:
-        return ("", "", "", "", "", "base", -1, domain, variation)
+        return ("", "", "", "", "", BASE, -1, domain, variation)
 
     def measurable(self, domain: str, variation: str, confidence: float) -> bool:
         """Whether the unpruned signed SMD's interval excludes 0."""
@@ -134,20 +135,18 @@ class Claims:
     def __init__(self, conditions: pd.DataFrame, draws: Draws, confidence: float):
         self.draws, self.confidence = draws, confidence
         cells = conditions[
-            (conditions["level"] == "variation")
-            & (conditions["control"] == "pruned")
-            & ~conditions["condition"].str.endswith("*")
+            (conditions["level"] == "variation") & (conditions["control"] == PRUNED) & ~pooled(conditions)
         ].copy()
         cells["generalisation"] = [
             generalisation(s, bool(i)) for s, i in zip(cells["scope"], cells["in_sample"], strict=True)
         ]
-        cells["units"] = cells["unit"] + "/" + cells["method"]
+        cells["units"] = units_label(cells["unit"], cells["method"])
         cells["measurable"] = [
             draws.measurable(d, v, confidence)
             for d, v in zip(cells["domain"], cells["variation"], strict=True)
         ]
         self.cells = cells.dropna(subset=["generalisation"])
-        controls = conditions[conditions["control"] != "pruned"]
+        controls = conditions[conditions["control"] != PRUNED]
         self.seeds = {
             control: part.groupby([*SERIES[:5], "domain", "variation"])["seed"].apply(
                 lambda s: sorted(set(s))
@@ -158,7 +157,7 @@ class Claims:
 
     # -- pooled quantities per draw ------------------------------------------------------------------------
 
-    def _key(self, cell, control="pruned", seed=-1) -> tuple:
+    def _key(self, cell, control=PRUNED, seed=-1) -> tuple:
         return (
             cell.unit,
             cell.method,
@@ -204,10 +203,10 @@ class Claims:
             (cell.unit, cell.method, cell.scope, cell.condition, cell.setting, cell.domain, cell.variation)
         ]
 
-    def reduction(self, cells: pd.DataFrame, control: str = "pruned") -> np.ndarray:
+    def reduction(self, cells: pd.DataFrame, control: str = PRUNED) -> np.ndarray:
         """Pooled reduction 1 - sum|SMD| / sum|SMD_base| per draw (a control: mean over its seeds)."""
         base = sum(self.draws.abs_smd[Draws.base_key(c.domain, c.variation)] for c in cells.itertuples())
-        if control == "pruned":
+        if control == PRUNED:
             return 1 - sum(self.draws.abs_smd[self._key(c)] for c in cells.itertuples()) / base
         seeds = self._seeds(next(cells.itertuples()), control)
         pruned = [
@@ -225,13 +224,13 @@ class Claims:
             axis=0,
         )
 
-    def rates(self, cells: pd.DataFrame, control: str = "pruned") -> tuple[np.ndarray, np.ndarray]:
+    def rates(self, cells: pd.DataFrame, control: str = PRUNED) -> tuple[np.ndarray, np.ndarray]:
         """(anomalous share, invalid rate) per draw pooled over the cells: answers outside the unpruned
         5-95% band among valid ones, invalid among all. control="base": the unpruned model's own; a control:
         the mean over its seeds."""
-        if control == "base":
+        if control == BASE:
             series = [[Draws.base_key(c.domain, c.variation) for c in cells.itertuples()]]
-        elif control == "pruned":
+        elif control == PRUNED:
             series = [[self._key(c) for c in cells.itertuples()]]
         else:
             seeds = self._seeds(next(cells.itertuples()), control)
@@ -310,7 +309,7 @@ class Claims:
                 continue
             excess = self.reduction(cells) - self.reduction(cells, control)
             anomalous, invalid = self.rates(cells)
-            own_anomalous, own_invalid = self.rates(cells, "base")
+            own_anomalous, own_invalid = self.rates(cells, BASE)
             rises = {
                 "anomalous-share rise": anomalous - own_anomalous,
                 "invalid-rate rise": invalid - own_invalid,
@@ -326,7 +325,7 @@ class Claims:
                 f"{self._fmt(self.change(cells))}; anomalous share {self._fmt(anomalous)} vs the unpruned model's "
                 f"own {self._fmt(own_anomalous)} and the {control} control's {self._fmt(self.rates(cells, control)[0])}; "
                 f"invalid rate {self._fmt(invalid)} vs {self._fmt(own_invalid)} "
-                f"(a rise counts as large above {ANOMALY_MARGIN}); KL {self._kl(cells, 'pruned'):.3f} vs "
+                f"(a rise counts as large above {ANOMALY_MARGIN}); KL {self._kl(cells, PRUNED):.3f} vs "
                 f"{control} control {self._kl(cells, control):.3f}; share pruned {self._share(cells):.4f}"
             )
             out.append(
@@ -395,9 +394,9 @@ class Claims:
                 verdict = {1: HOLDS, -1: FAILS, 0: UNKNOWN}[direction] if primary else "secondary"
                 evidence = (
                     f"pooled in-context reduction {a_units} {self._fmt(self.reduction(shared))} (share pruned "
-                    f"{self._share(shared):.4f}, KL {self._kl(shared, 'pruned'):.3f}) vs {b_units} "
+                    f"{self._share(shared):.4f}, KL {self._kl(shared, PRUNED):.3f}) vs {b_units} "
                     f"{self._fmt(self.reduction(paired))} (share pruned {self._share(paired):.4f}, KL "
-                    f"{self._kl(paired, 'pruned'):.3f}); difference {self._fmt(difference)}"
+                    f"{self._kl(paired, PRUNED):.3f}); difference {self._fmt(difference)}"
                     + ("" if primary else "; secondary pair, does not decide the claim")
                 )
                 out.append(
@@ -442,9 +441,9 @@ class Claims:
         out = []
         for (units, setting), cells in self.cells.groupby(["units", "setting"]):
             levels = {
-                "variation": cells[cells["generalisation"] == "variation"],
-                "held-out variation": cells[cells["generalisation"] == "leave-one-out"],
-                "other context": cells[cells["generalisation"].isin(OTHER)],
+                "variation": cells[cells["generalisation"] == LEVEL_VARIATION],
+                "held-out variation": cells[cells["generalisation"] == LEVEL_LOO],
+                "other context": cells[cells["generalisation"].isin(OTHER_CONTEXT)],
             }
             excess = {name: self._excess(part) for name, part in levels.items()}
             missing = [name for name, (values, *_) in excess.items() if values is None]
@@ -487,7 +486,7 @@ class Claims:
         out = []
         for (units, setting), cells in self.cells.groupby(["units", "setting"]):
             transfer, control, transfer_cells, note_t = self._excess(
-                cells[cells["generalisation"].isin(OTHER)]
+                cells[cells["generalisation"].isin(OTHER_CONTEXT)]
             )
             inside, note_i = self.usable(cells[cells["generalisation"] == IN_CONTEXT])
             notes = f"transfer: {note_t}; in context: {note_i}"

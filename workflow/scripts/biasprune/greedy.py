@@ -20,6 +20,7 @@ from .ablation import Mask, masked
 from .activations import baseline_answer, build_sequence, cache_batch
 from .models import ModelAdapter
 from .scores import score_rows
+from .vocabulary import Setting, settings
 
 
 def name_attention(model, tokenizer, sequences, races: Sequence[str], groups, batch_size: int) -> np.ndarray:
@@ -99,5 +100,5 @@ def greedy_scores(
 
 def greedy_steps(n_heads_total: int, heads: dict) -> int:
     """Steps to run: the largest head count any configured setting asks for."""
-    counts = [max(1, round(share * n_heads_total)) for share in heads["share"]] + list(heads.get("k", ()))
+    counts = [Setting.parse(setting).count(n_heads_total) for setting in settings("heads", heads)]
     return min(max(counts), n_heads_total)

@@ -42,21 +42,7 @@ from .selection import (
     top_like,
     wanda_set_difference,
 )
-
-SCOPES = ("variation", "loo", "domain", "cross")
-
-
-def settings(unit: str, parameters: dict) -> list[str]:
-    """Names of the masks each condition holds, e.g. 'tau=0.15,0.15;select=focal' or 'fraction=0.01'."""
-    if unit == "weights":
-        return [f"tau={a},{b};select={d}" for a, b in parameters["tau"] for d in parameters["select"]]
-    shares = parameters.get("fraction" if unit == "neurons" else "share", ())
-    name = "fraction" if unit == "neurons" else "share"
-    return [f"{name}={value}" for value in shares] + [f"k={count}" for count in parameters.get("k", ())]
-
-
-def _parse(setting: str) -> dict[str, str]:
-    return dict(part.split("=") for part in setting.split(";"))
+from .vocabulary import K, Setting, scope_selections, settings
 
 
 def _vectors(scores: pd.DataFrame, statistic: str, group: str = "") -> dict[str, dict[str, torch.Tensor]]:
@@ -94,14 +80,13 @@ UNIT_NOUNS = {"neurons": "MLP units", "heads": "query heads"}
 def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> dict[str, torch.Tensor]:
     """The top units of one setting: a share of all units (at least one) or a count `k`."""
     total = sum(x.numel() for x in ranking.values())
-    ((name, value),) = _parse(setting).items()
-    if name == "k":
-        if int(value) > total:
-            raise ConfigError(
-                "config", f"masks.{unit}.k", f"at most {total} (the model's {UNIT_NOUNS[unit]})", int(value)
-            )
-        return top_k(ranking, int(value))
-    return top_k(ranking, max(1, round(float(value) * total)))
+    chosen = Setting.parse(setting)
+    count = chosen.count(total)
+    if chosen.kind == K and count > total:
+        raise ConfigError(
+            "config", f"masks.{unit}.k", f"at most {total} (the model's {UNIT_NOUNS[unit]})", count
+        )
+    return top_k(ranking, count)
 
 
 def _blind(unit: str, method: str, scores: pd.DataFrame, groups, statistic: str):
@@ -142,10 +127,10 @@ class Candidate:
 def weight_candidate(weight, norms: dict, variation: str, layer: int, linear: str, groups, setting: str):
     """The paper's prune set of one matrix (top-tau of one group's Wanda score minus top-tau of the other's),
     the pool it comes from, and the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs."""
-    parts = _parse(setting)
-    tau_select, tau_protect = (float(x) for x in parts["tau"].split(","))
+    tau = Setting.parse(setting)
+    tau_select, tau_protect = float(tau.value), float(tau.protect)
     reference, focal = groups
-    chosen, protected = (focal, reference) if parts["select"] == "focal" else (reference, focal)
+    chosen, protected = (focal, reference) if tau.select == "focal" else (reference, focal)
     site, key = LINEAR_INPUTS[linear], f"{layer}.{linear}"
     select, protect = norms[variation, layer, site, chosen], norms[variation, layer, site, protected]
     mask = wanda_set_difference(weight, select, protect, tau_select, tau_protect)
@@ -185,21 +170,6 @@ def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dic
         pool = next_band(mask, ranking)
     blind = _sum([c.blind for c in candidates])
     return mask, pool, None if blind is None else top_like(mask, blind)
-
-
-def scope_selections(scope: str, variations: dict[str, Sequence[str]]) -> dict[str, dict[str, list[str]]]:
-    """{condition: {domain: [variations it is selected on]}} of one scope (see the module docstring)."""
-    out = {}
-    for domain, names in variations.items():
-        if scope == "variation":
-            out |= {f"{domain}/{v}": {domain: [v]} for v in names}
-        elif scope == "loo" and len(names) > 1:
-            out |= {f"{domain}/-{held}": {domain: [v for v in names if v != held]} for held in names}
-        elif scope == "domain":
-            out[domain] = {domain: list(names)}
-        elif scope == "cross" and len(variations) > 1:
-            out[f"-{domain}"] = {d: list(v) for d, v in variations.items() if d != domain}
-    return out
 
 
 def pack(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
