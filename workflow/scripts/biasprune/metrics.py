@@ -6,6 +6,7 @@ import logging
 import warnings
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -110,23 +111,39 @@ def _group_summary(frame: pd.DataFrame, suffix: str, ddof: int = 1) -> dict:
     }
 
 
-def _variation_stats(part: pd.DataFrame, names: dict, groups: Sequence[str], draws, ddof: int = 1):
-    """Per-name (values, weights) of each group, the SMD, its bootstrap resamples (names drawn by `draws`)
-    and the per-name (count, sum, sumsq) triples, reference names first."""
+@dataclass(frozen=True)
+class _VariationBias:
+    """The bias of one variation's answers. `columns`: the row both tables show (SMD, its interval over the
+    name resamples, whether that interval excludes 0, |SMD|, the Mann-Whitney p of the names' mean answers,
+    reference against focal); `resampled`: the SMD of each name resample; `sums`: the per-name (count, sum,
+    sumsq) triples, reference names first; `valid`: each group's valid answers (weights)."""
+
+    columns: dict
+    resampled: np.ndarray
+    sums: np.ndarray
+    valid: tuple[float, float]
+
+
+def _variation_bias(
+    part: pd.DataFrame, names: dict, groups: Sequence[str], draws, ddof: int, confidence: float
+) -> _VariationBias:
+    """The bias row of one variation's answers, names resampled by `draws` (see name_draws): what bias_table
+    shows per variation, and comparison_table for the answers under a mask and for the unpruned ones."""
     per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
     ref, foc = (name_sums([v for v, _ in values], [w for _, w in values]) for values in per_name)
     value = float(smd_from_sums(ref.sum(0), foc.sum(0), ddof))
-    return (
-        per_name,
-        value,
-        bootstrap_smd_of_sums(ref, foc, indices=draws, ddof=ddof),
-        np.concatenate([ref, foc]),
-    )
-
-
-def _mwu(per_name) -> float:
-    """Mann-Whitney p of the names' mean answers, reference against focal."""
-    return mann_whitney_p(*(_name_means(values) for values in per_name))
+    resampled = bootstrap_smd_of_sums(ref, foc, indices=draws, ddof=ddof)
+    low, high = percentile_interval(resampled, confidence)
+    columns = {
+        "smd": value,
+        "smd_low": low,
+        "smd_high": high,
+        "measurable": measurable(low, high),
+        "abs_smd": abs(value),
+        "mwu_p": mann_whitney_p(*(_name_means(values) for values in per_name)),
+    }
+    valid = tuple(sum(w.sum() for _, w in values) for values in per_name)
+    return _VariationBias(columns, resampled, np.concatenate([ref, foc]), valid)
 
 
 def _invalid_rate(frame: pd.DataFrame) -> float:
@@ -180,30 +197,18 @@ def bias_table(
         draws = name_draws(names, groups, resamples, seed, domain)
         sums = []
         for variation, part in frame.groupby("variation", sort=False):
-            ref_part, focal_part = part[part["race"] == reference], part[part["race"] == focal]
-            per_name, value, boots, name_sums_ = _variation_stats(part, names, groups, draws, ddof)
-            sums.append(name_sums_)
-            low, high = percentile_interval(boots, confidence)
-            if not np.isfinite(value):
-                log.warning(
-                    "%s / %s: no SMD (valid answers: %g vs %g)",
-                    domain,
-                    variation,
-                    *(sum(w.sum() for _, w in values) for values in per_name),
-                )
+            bias = _variation_bias(part, names, groups, draws, ddof, confidence)
+            sums.append(bias.sums)
+            if not np.isfinite(bias.columns["smd"]):
+                log.warning("%s / %s: no SMD (valid answers: %g vs %g)", domain, variation, *bias.valid)
             rows.append(
                 {
                     "domain": domain,
                     "variation": variation,
                     "level": "variation",
-                    **_group_summary(ref_part, "ref", ddof),
-                    **_group_summary(focal_part, "focal", ddof),
-                    "smd": value,
-                    "smd_low": low,
-                    "smd_high": high,
-                    "measurable": measurable(low, high),
-                    "abs_smd": abs(value),
-                    "mwu_p": _mwu(per_name),
+                    **_group_summary(part[part["race"] == reference], "ref", ddof),
+                    **_group_summary(part[part["race"] == focal], "focal", ddof),
+                    **bias.columns,
                 }
             )
         variation_rows = rows[-len(sums) :]
@@ -348,12 +353,13 @@ def comparison_table(
     rows, boots, base_boots = [], [], []
     for variation, part in pruned.groupby("variation", sort=False):
         base_part = base[base["variation"] == variation]
-        per_name, value, resampled, _ = _variation_stats(part, names, groups, draws, ddof)
-        _, base_value, base_resampled, _ = _variation_stats(base_part, names, groups, draws, ddof)
+        bias = _variation_bias(part, names, groups, draws, ddof, confidence)
+        unpruned = _variation_bias(base_part, names, groups, draws, ddof, confidence)
+        value, base_value = bias.columns["smd"], unpruned.columns["smd"]
+        resampled, base_resampled = bias.resampled, unpruned.resampled
         boots.append(resampled)
         base_boots.append(base_resampled)
         valid, base_valid = part[part["valid"]], base_part[base_part["valid"]]
-        smd_low, smd_high = percentile_interval(resampled, confidence)
         reduction_low, reduction_high = percentile_interval(_reduction(resampled, base_resampled), confidence)
         rows.append(
             {
@@ -361,13 +367,10 @@ def comparison_table(
                 "variation": variation,
                 "level": "variation",
                 "n_answers": float(part["weight"].sum()),
-                "smd": value,
-                "smd_low": smd_low,
-                "smd_high": smd_high,
-                "abs_smd": abs(value),
+                **{name: bias.columns[name] for name in ("smd", "smd_low", "smd_high", "abs_smd")},
                 "base_smd": base_value,
-                "base_abs_smd": abs(base_value),
-                "base_measurable": measurable(*percentile_interval(base_resampled, confidence)),
+                "base_abs_smd": unpruned.columns["abs_smd"],
+                "base_measurable": unpruned.columns["measurable"],
                 "abs_change": abs(value) - abs(base_value),
                 **dict(
                     zip(
@@ -379,7 +382,7 @@ def comparison_table(
                 "reduction": float(_reduction(value, base_value)),
                 "reduction_low": reduction_low,
                 "reduction_high": reduction_high,
-                "mwu_p": _mwu(per_name),
+                "mwu_p": bias.columns["mwu_p"],
                 "invalid_rate": _invalid_rate(part),
                 "base_invalid_rate": _invalid_rate(base_part),
                 "inlier_ratio": inlier_ratio(
