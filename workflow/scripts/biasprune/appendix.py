@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
 from .io import config_hash, sha256_file
 from .study import READOUT_ESTIMANDS, answer_prefix
+from .vocabulary import PRUNED
 
 REPORT = Path(__file__).resolve().parents[2] / "report"
 TEMPLATE = REPORT / "appendix.html.j2"
@@ -195,9 +196,7 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
     the model stands for, the names, the readout's estimand, empty masks, unstable ratios, combining rules."""
     names, readout = config["names"], config["readout"]
     vacuous = int(
-        (
-            conditions["vacuous"] & (conditions["control"] == "pruned") & (conditions["level"] == "domain")
-        ).sum()
+        (conditions["vacuous"] & (conditions["control"] == PRUNED) & (conditions["level"] == "domain")).sum()
     )
     differences = [
         f"readout `{readout['mode']}`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .methods import method as registry_method
 from .study import MODEL_RUNTIME_KEYS, READOUT_DECODE_KEYS, Study, answer_prefix
+from .vocabulary import CROSS, VARIATION
 
 
 class Jobs:
@@ -100,7 +101,7 @@ class Jobs:
         controlled = scope in masks["random_scopes"]
         # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
         section = {key: value for key, value in masks[unit].items() if value != []}
-        if scope == "variation":
+        if scope == VARIATION:
             section.pop("common", None)
         return {
             **section,
@@ -114,7 +115,7 @@ class Jobs:
         settings = self.config["evaluate"]
         return {
             **({"head_ablation": settings["head_ablation"]} if unit == "heads" else {}),
-            **({"cross_in_sample": settings["cross_in_sample"]} if scope == "cross" else {}),
+            **({"cross_in_sample": settings["cross_in_sample"]} if scope == CROSS else {}),
         }
 
     def evaluated_sets(self, **_) -> list[dict]:

@@ -12,6 +12,7 @@ from .errors import ConfigError
 from .methods import UNITS
 from .prompts import find_name, table_variations
 from .schema import read_yaml, validate
+from .vocabulary import SHARE_KEYS
 
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -221,7 +222,7 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
         if key not in config["model_registry"]:
             known = ", ".join(config["model_registry"])
             raise ConfigError(config_file, f"models[{index}]", f"a key of model_registry ({known})", key)
-    for unit, share in (("neurons", "fraction"), ("heads", "share")):
+    for unit, share in SHARE_KEYS.items():
         section = config["masks"][unit]
         if not section[share] and not section["k"]:
             raise ConfigError(config_file, f"masks.{unit}", f"at least one setting in {share} or k", section)
