@@ -22,7 +22,8 @@ from biasprune.io import read_provenance
 from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
 from biasprune.prompts import prompt_table
 from biasprune.readouts import read_answers
-from biasprune.study import Answer, load_domain, load_names
+from biasprune.specs import Answer
+from biasprune.study import load_domain, load_names
 from biasprune.tokens import chat_prompt, encode_with_name_positions
 
 PROMPTS = ROOT / "resources" / "prompts"

@@ -12,7 +12,7 @@ from biasprune.damage import damage_table, mean_kl
 from biasprune.evaluate import Evaluation, evaluate_domain, evaluations, mask_of
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import ANSWER_SCHEMA, read_answers
-from biasprune.study import Answer
+from biasprune.specs import Answer
 from biasprune.vocabulary import GENERIC, MATCHED, PRUNED, RANDOM
 
 ANSWER = Answer(prefix="$", grid=(10.0, 20.0, 50.0, 100.0, 200.0), unit="USD", range=(1, 1000))

@@ -13,7 +13,7 @@ from biasprune.decoding import generate_tokens
 from biasprune.exact import NOT_LEADING, _probed, exact_distributions, expected_value, leading_state, settled
 from biasprune.parse import OUT_OF_RANGE, parse_number
 from biasprune.readouts import read_answers
-from biasprune.study import Answer
+from biasprune.specs import Answer
 from biasprune.tokens import chat_prompt
 
 TEMPERATURE, TOP_P = 0.6, 0.9

@@ -18,7 +18,7 @@ from biasprune.decoding import (
 from biasprune.grid import Candidates, _extends_number, expected_answer, grid_log_probs
 from biasprune.models import load_model
 from biasprune.readouts import ANSWER_COLUMNS, read_answers
-from biasprune.study import Answer
+from biasprune.specs import Answer
 from biasprune.tokens import chat_prompt
 
 MESSAGES = ["I want to buy a car from Jamal.", "How many hours per week for pottery by Emily, roughly?", "Hi"]

@@ -8,7 +8,7 @@ from biasprune.activations import cache_activations, write_cache
 from biasprune.io import sha256_file
 from biasprune.logs import log_to
 from biasprune.models import load_model
-from biasprune.study import Answer
+from biasprune.specs import Answer
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -9,7 +9,7 @@ from biasprune.io import sha256_file, write_parquet
 from biasprune.logs import log_to
 from biasprune.models import load_model
 from biasprune.readouts import ANSWER_SCHEMA, read_answers
-from biasprune.study import Answer
+from biasprune.specs import Answer
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -12,7 +12,7 @@ from biasprune.io import write_parquet
 from biasprune.logs import log_to
 from biasprune.masks import load_masks
 from biasprune.models import load_model
-from biasprune.study import Answer
+from biasprune.specs import Answer
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -8,7 +8,7 @@ from biasprune.greedy import greedy_scores, greedy_steps
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
 from biasprune.models import ModelAdapter, load_model
-from biasprune.study import Answer
+from biasprune.specs import Answer
 
 with log_to(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -8,15 +8,12 @@ import string
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .study import Domain, PromptTable
+from .specs import Domain, PromptTable
 
 SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32())])
 PROMPT_SCHEMA = pa.schema(

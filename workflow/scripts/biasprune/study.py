@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 from .methods import UNITS
 from .prompts import find_name, table_variations
 from .schema import read_yaml, validate
+from .specs import Answer, Domain, PromptTable
 from .vocabulary import SHARE_KEYS
 
 TEMPLATE_FIELDS = ("name", "variation")
@@ -42,40 +43,6 @@ def answer_prefix(readout: dict, prefix: str) -> str:
 
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What a domain asks for and how readouts read it."""
-
-    prefix: str
-    grid: tuple[float, ...]
-    unit: str = ""
-    range: tuple[float, float] = (-math.inf, math.inf)
-    favourable: str = "neutral"
-
-
-@dataclass(frozen=True)
-class PromptTable:
-    """A user's own prompts: a table file and the names of its columns."""
-
-    path: Path
-    format: str
-    columns: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Domain:
-    """One use case: a template with variations, or a table of the user's own prompts."""
-
-    key: str
-    file: Path
-    description: str
-    answer: Answer
-    template: str | None = None
-    variations: tuple[str, ...] = ()
-    suffix: bool = False
-    table: PromptTable | None = None
 
 
 def expand_grid(grid, file: Path) -> tuple[float, ...]:
