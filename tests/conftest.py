@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "resources/prompts", "profiles")
+WORKFLOW_FILES = ("workflow", "config", "resources/prompts", "profiles")
 # The (unit, method) score sets config/test-config.yaml runs (the slow tier, on the real model).
 TEST_CONFIG_SETS = (("weights", "wanda"), ("heads", "name_attention"))
 # Every method but greedy (the tiny-model chain of the fast tier: `tiny_study`).
