@@ -1,4 +1,4 @@
-"""Bias statistics as pure functions: pooled-SD SMD, name-resampling bootstrap, Mann-Whitney U."""
+"""Bias statistics as pure functions: pooled-SD SMD, name-resampling bootstrap, Mann-Whitney U (scipy)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
 # A pooled SD this small relative to the means is rounding noise of sums of squares (e.g. every name giving
 # the same answer, where resampled sums of squares cancel to ~1e-8 relative): the SMD is then undefined.
@@ -102,25 +103,13 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[f
 
 
 def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Mann-Whitney U p-value, normal approximation with tie and continuity correction."""
+    """Two-sided Mann-Whitney U p-value, normal approximation with tie and continuity correction (scipy's);
+    NaN when a group is empty (without scipy's small-sample warning). Every value tied gives 1."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    n_a, n_b = len(a), len(b)
-    if n_a == 0 or n_b == 0:
+    if len(a) == 0 or len(b) == 0:
         return math.nan
-    pooled = np.concatenate([a, b])
-    order = pooled.argsort(kind="mergesort")
-    ranks = np.empty(len(pooled))
-    ranks[order] = np.arange(1, len(pooled) + 1)
-    _, inverse, counts = np.unique(pooled, return_inverse=True, return_counts=True)
-    mean_rank = np.bincount(inverse, weights=ranks) / counts  # ties share their mean rank
-    ranks = mean_rank[inverse]
-    u = ranks[:n_a].sum() - n_a * (n_a + 1) / 2
-    n = n_a + n_b
-    variance = n_a * n_b / 12 * ((n + 1) - (counts**3 - counts).sum() / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0
-    z = (abs(u - n_a * n_b / 2) - 0.5) / math.sqrt(variance)
-    return float(min(1.0, math.erfc(max(z, 0) / math.sqrt(2))))
+    test = mannwhitneyu(a, b, use_continuity=True, alternative="two-sided", method="asymptotic")
+    return float(test.pvalue)
 
 
 def permutation_abs_smd(
