@@ -1,0 +1,155 @@
+"""The library's import graph, read from its files: no cycle, no chain longer than MAX_CHAIN modules, and the
+table and verdict modules import neither torch nor matplotlib (the tables env has neither)."""
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+SCRIPTS = ROOT / "workflow" / "scripts"
+PACKAGE = SCRIPTS / "biasprune"
+MAX_CHAIN = 7
+# Modules the `tables` env runs (condition_metrics, findings, the CSV bundle) or that only read tables.
+TABLE_MODULES = ("metrics", "stats", "conditions", "findings", "vocabulary", "specs", "parse", "appendix")
+HEAVY = ("torch", "matplotlib")
+
+
+def library_imports(source: str, modules: set[str]) -> set[str]:
+    """Library modules `source` imports anywhere: at module level, inside functions, under TYPE_CHECKING;
+    relative (`from .x import`, `from . import x`) or absolute (`import biasprune.x`, `from biasprune import x`)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or (node.level == 0 and (node.module or "").split(".")[0] == "biasprune"):
+                path = (node.module or "").split(".")[0 if node.level else 1 :]
+                found |= {path[0]} if path and path[0] else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "biasprune" and len(parts) > 1:
+                    found.add(parts[1])
+    return found & modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: library modules it imports} of every module of the package."""
+    files = {path.stem: path for path in PACKAGE.glob("*.py")}
+    return {name: library_imports(path.read_text(), set(files)) - {name} for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` as [a, b, ..., a], or None (depth-first, modules in sorted order)."""
+    state: dict[str, str] = {}  # absent: unseen; "open": on the current path; "done": no cycle through it
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The longest import chain of an acyclic `graph`, as the modules on it (first: the importer)."""
+    memo: dict[str, list[str]] = {}
+    open_: set[str] = set()
+
+    def chain(node: str) -> list[str]:
+        if node in open_:
+            raise ValueError(f"{node} is on a cycle")
+        if node not in memo:
+            open_.add(node)
+            below = [chain(nxt) for nxt in sorted(graph.get(node, ()))]
+            open_.discard(node)
+            memo[node] = [node, *max(below, key=len, default=[])]
+        return memo[node]
+
+    return max((chain(node) for node in sorted(graph)), key=len, default=[])
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    acyclic = {"a": {"b", "c"}, "b": {"c"}, "c": set(), "d": {"a"}}
+    assert find_cycle(acyclic) is None
+    planted = acyclic | {"c": {"d"}}  # d -> a -> c -> d
+    cycle = find_cycle(planted)
+    assert cycle is not None and cycle[0] == cycle[-1]
+    assert {tuple(cycle[i : i + 2]) for i in range(len(cycle) - 1)} <= {
+        (a, b) for a, targets in planted.items() for b in targets
+    }
+    assert set(cycle) == {"a", "c", "d"} or set(cycle) == {"a", "b", "c", "d"}
+    assert find_cycle({"a": {"a"}}) == ["a", "a"]
+
+
+def test_the_longest_chain_of_a_hand_made_graph():
+    graph = {"a": {"b", "d"}, "b": {"c"}, "c": {"d"}, "d": set(), "e": {"d"}}
+    assert longest_chain(graph) == ["a", "b", "c", "d"]
+    assert longest_chain({"x": set()}) == ["x"]
+    with pytest.raises(ValueError, match="on a cycle"):
+        longest_chain({"a": {"b"}, "b": {"a"}})
+
+
+def test_the_import_reader_sees_every_form():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "import numpy\n"
+        "from .a import x\n"
+        "from . import b, c\n"
+        "import biasprune.d\n"
+        "from biasprune import e\n"
+        "from biasprune.f import y\n"
+        "if TYPE_CHECKING:\n"
+        "    from .g import z\n"
+        "def late():\n"
+        "    from .h import w\n"
+        "    import biasprune.i as j\n"
+    )
+    modules = set("abcdefghi") | {"numpy", "typing"}
+    assert library_imports(source, modules) == set("abcdefghi")
+
+
+def test_the_graph_covers_every_module():
+    graph = import_graph()
+    assert set(graph) == {path.stem for path in PACKAGE.glob("*.py")}
+    assert "vocabulary" in graph["conditions"] and "metrics" in graph["conditions"]
+    assert graph["vocabulary"] == set() and graph["specs"] == set()
+
+
+def test_the_library_has_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_chain_is_longer_than_the_limit():
+    graph = import_graph()
+    assert find_cycle(graph) is None
+    chain = longest_chain(graph)
+    assert len(chain) <= MAX_CHAIN, f"{len(chain)} modules deep: " + " -> ".join(chain)
+
+
+def test_specs_and_the_vocabulary_import_nothing_but_errors():
+    graph = import_graph()
+    assert graph["specs"] <= {"errors"} and graph["vocabulary"] <= {"errors"}
+
+
+@pytest.mark.parametrize("module", TABLE_MODULES)
+def test_table_modules_load_neither_torch_nor_matplotlib(module):
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(SCRIPTS)!r}); import biasprune.{module}; "
+        f"print(json.dumps([name for name in {list(HEAVY)!r} if name in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.splitlines()[-1]) == [], f"biasprune.{module} loads {result.stdout}"
