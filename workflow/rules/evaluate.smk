@@ -58,7 +58,7 @@ rule condition_metrics:
     benchmark:
         "benchmarks/condition_metrics/{model}.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/tables.yaml"
     params:
         sets=job_params("evaluated_sets"),
         domains=list(STUDY.domains),

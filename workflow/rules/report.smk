@@ -173,7 +173,7 @@ rule findings:
     benchmark:
         "benchmarks/findings/{model}.tsv"
     conda:
-        "../envs/model.yaml"
+        "../envs/tables.yaml"
     params:
         groups=STUDY.groups,
         metrics=STUDY.config["metrics"],
