@@ -7,6 +7,7 @@ from conftest import ROOT
 
 from biasprune.jobs import Jobs
 from biasprune.models import fetch_model, load_model
+from biasprune.schema import validate
 from biasprune.study import load_study
 
 
@@ -111,3 +112,33 @@ def test_reordered_config_keys_give_the_same_job_parameters():
         assert repr(getattr(Jobs(one), method)(*args)) == repr(getattr(Jobs(two), method)(*args)), method
     assert repr(one.config) == repr(two.config)
     assert list(reversed_keys(config)) != list(config)  # the orders did differ
+
+
+def leaves(value, path=()):
+    """{dotted key: value} of every leaf of a nested mapping."""
+    if isinstance(value, dict) and value:
+        return {key: leaf for name, sub in value.items() for key, leaf in leaves(sub, (*path, name)).items()}
+    return {".".join(path): value}
+
+
+# What the study is about rather than how it measures: the schema cannot know them (an empty `include` or
+# `variations` means every name or variation; `domains`, `models` and `model_registry` are required).
+DESIGN_KEYS = ("domains", "models", "model_registry", "names.include", "variations")
+
+
+def test_schema_defaults_are_the_shipped_study():
+    """Deleting a key of config/config.yaml changes nothing: every setting's schema default is its value."""
+    shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    required = {key: shipped[key] for key in ("domains", "models", "model_registry")}
+    from_defaults = leaves(validate(required, "config", "defaults"))
+    from_file = leaves(validate(shipped, "config", "config/config.yaml"))
+    design = [key for key in from_file if key.startswith(DESIGN_KEYS)]
+    differing = {
+        key: (from_file[key], from_defaults.get(key, "(no default)"))
+        for key in from_file
+        if key not in design and from_file[key] != from_defaults.get(key, "(no default)")
+    }
+    assert differing == {}
+    # The comparison covers the study's settings (non-vacuous), keys the file leaves out included.
+    assert len(from_file) - len(design) > 45 and "masks.matched_seeds" in from_file
+    assert {key for key in from_defaults if not key.startswith(DESIGN_KEYS)} <= set(from_file)
