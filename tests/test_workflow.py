@@ -171,9 +171,13 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
         expected = original(ids).logits
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).logits, expected)
-    # Resources and unused settings change no result: a GPU request, another readout mode's setting.
+    # Resources and unused settings change no result: a GPU request, every batch size, the threads,
+    # another readout mode's setting.
     config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
     config["model_registry"]["tiny"]["gpus"] = 1
+    config["readout"]["batch_size"] = 3
+    config["activations"] |= {"batch_size": 5, "attribution_batch_size": 1}
+    config["threads"] = 1
     config["readout"]["max_new_tokens"] = 3  # used by sample and greedy, not by expected
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout

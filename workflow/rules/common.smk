@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 from biasprune.jobs import Jobs
 from biasprune.methods import UNITS, method_names
 from biasprune.study import load_study
+from biasprune.vocabulary import DOMAIN, SCOPES
 
 CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
 
@@ -31,7 +32,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, STUDY.models)),
     unit="|".join(UNITS),
     method="|".join(method_names()),
-    scope="variation|loo|domain|cross",
+    scope="|".join(SCOPES),
 
 
 def get_final_output():
@@ -166,7 +167,7 @@ FIGURES = [
 def placement_scope() -> str:
     """The scope whose masks show where components sit: each domain's common mask where configured."""
     scopes = STUDY.config["masks"]["scopes"]
-    return "domain" if "domain" in scopes else scopes[0]
+    return DOMAIN if DOMAIN in scopes else scopes[0]
 
 
 def domain_mask_files(wildcards):
