@@ -61,7 +61,6 @@ rule condition_metrics:
         "../envs/tables.yaml"
     params:
         sets=job_params("evaluated_sets"),
-        domains=list(STUDY.domains),
         groups=STUDY.groups,
         metrics=STUDY.config["metrics"],
     script:

@@ -20,7 +20,9 @@ the evaluated domain (columns).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -250,3 +252,40 @@ def levels_table(conditions: pd.DataFrame) -> pd.DataFrame:
     rows["generalisation"] = level(rows)
     rows["units"] = units_label(rows["unit"], rows["method"])
     return rows.dropna(subset=["generalisation"])
+
+
+LABELS = ["prompt_id", "domain", "variation", "name", "race"]
+
+
+def condition_tables_of_files(
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    evaluated: Sequence[str],
+    damage: Sequence[str],
+    manifests: Sequence[str],
+    sets: Sequence[dict],
+    groups: Sequence[str],
+    metrics: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """condition_tables of a run's files: the prompt tables (labels) and unpruned answers of every domain, and
+    per mask file (`sets`: its unit, method and scope, in order) its damage table, manifest and evaluations
+    (one per domain it was evaluated on, consecutive). Labels come from `sets`, never from the paths."""
+    labels = pd.concat([pd.read_parquet(path, columns=LABELS) for path in prompts])
+
+    def labelled(path):
+        return pd.read_parquet(path).merge(labels, on="prompt_id", validate="many_to_one")
+
+    per_set, left = divmod(len(evaluated), len(sets))
+    if left:
+        raise ValueError(f"{len(evaluated)} evaluations do not split evenly over {len(sets)} mask files")
+    return condition_tables(
+        [labelled(path).assign(**sets[index // per_set]) for index, path in enumerate(evaluated)],
+        pd.concat(
+            [pd.read_parquet(path).assign(**mask_set) for path, mask_set in zip(damage, sets, strict=True)],
+            ignore_index=True,
+        ),
+        [json.loads(Path(path).read_text()) for path in manifests],
+        pd.concat([labelled(path) for path in answers], ignore_index=True),
+        groups,
+        metrics,
+    )
