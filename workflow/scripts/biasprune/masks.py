@@ -92,10 +92,10 @@ def select_units(ranking: dict[str, torch.Tensor], unit: str, setting: str) -> d
 def _blind(unit: str, method: str, scores: pd.DataFrame, groups, statistic: str):
     """{variation: {layer: group-blind score}} for the generic control (None where a method has none): the
     pooled attention mass (the paper's `sum`), the mean activation or effect over both groups."""
-    if method == "name_attention":
-        return _vectors(scores, "sum") or None
-    name = {"activation": "mean", "attribution": "effect_mean"}.get(method)
-    per_group = [_vectors(scores, name, group) for group in groups] if name else [{}, {}]
+    entry = registry_method(unit, method)
+    if entry.blind_pooled:
+        return _vectors(scores, entry.blind) or None
+    per_group = [_vectors(scores, entry.blind, group) for group in groups] if entry.blind else [{}, {}]
     if not per_group[0] or not per_group[1]:
         return None
     return {

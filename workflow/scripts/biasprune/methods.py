@@ -27,15 +27,22 @@ class Method:
     ranking: str = ""
     # The rule that writes its scores: `scores` (from the activation cache) or `greedy_scores` (runs the model).
     rule: str = "scores"
+    # The group-blind statistic of the generic control of unit masks (None: the method has none): a per-group
+    # statistic whose mean over both groups ranks units by magnitude, or one already pooled over groups.
+    blind: str | None = None
+    blind_pooled: bool = False
 
 
 METHODS = (
     Method("weights", "wanda"),
-    Method("neurons", "activation", parameters=("position",), statistic="diff", ranking="abs"),
-    Method("neurons", "attribution", statistic="smd_effect", ranking="against_bias"),
+    Method("neurons", "activation", parameters=("position",), statistic="diff", ranking="abs", blind="mean"),
+    Method("neurons", "attribution", statistic="smd_effect", ranking="against_bias", blind="effect_mean"),
     # Ranked by the configured statistic's magnitude: `diff` by |diff|, `sum` (non-negative) as is.
-    Method("heads", "name_attention", parameters=("aggregate",), ranking="abs"),
-    Method("heads", "attribution", statistic="smd_effect", ranking="against_bias"),
+    # Its generic control: the paper's pooled attention mass `sum`.
+    Method(
+        "heads", "name_attention", parameters=("aggregate",), ranking="abs", blind="sum", blind_pooled=True
+    ),
+    Method("heads", "attribution", statistic="smd_effect", ranking="against_bias", blind="effect_mean"),
     Method("heads", "greedy_attention", statistic="greedy_rank", rule="greedy_scores"),
 )
 
