@@ -45,7 +45,7 @@ rule scores:
         "../envs/model.yaml"
     params:
         scoring=job_params("scoring"),
-        groups=STUDY.groups,
+        groups=job_params("groups"),
     script:
         "../scripts/scores.py"
 
@@ -71,7 +71,7 @@ rule greedy_scores:
     params:
         model=job_params("model_runtime"),
         heads=job_params("greedy"),
-        groups=STUDY.groups,
+        groups=job_params("groups"),
         answer=job_params("answer"),
         sequence_prefix=job_params("sequence_prefix"),
     script:

@@ -61,7 +61,7 @@ rule condition_metrics:
         "../envs/tables.yaml"
     params:
         sets=job_params("evaluated_sets"),
-        groups=STUDY.groups,
-        metrics=STUDY.config["metrics"],
+        groups=job_params("groups"),
+        metrics=job_params("metrics"),
     script:
         "../scripts/condition_metrics.py"

@@ -14,7 +14,7 @@ rule masks:
     threads: STUDY.config["threads"]
     params:
         parameters=job_params("masks"),
-        groups=STUDY.groups,
+        groups=job_params("groups"),
         model=job_params("model_runtime"),
     script:
         "../scripts/masks.py"
@@ -34,6 +34,6 @@ rule export_pruned:
         "../envs/model.yaml"
     threads: STUDY.config["threads"]
     params:
-        export=STUDY.config.get("export", {}),
+        export=job_params("export"),
     script:
         "../scripts/export_pruned.py"

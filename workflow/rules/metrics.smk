@@ -14,7 +14,7 @@ rule baseline_metrics:
     conda:
         "../envs/tables.yaml"
     params:
-        groups=STUDY.groups,
-        metrics=STUDY.config["metrics"],
+        groups=job_params("groups"),
+        metrics=job_params("metrics"),
     script:
         "../scripts/baseline_metrics.py"

@@ -33,6 +33,6 @@ rule model_check:
         gpu=model_gpus,
     params:
         spec=job_params("model_runtime"),
-        prefix=FIRST_DOMAIN.answer.prefix,
+        prefix=job_params("model_check_prefix"),
     script:
         "../scripts/model_check.py"

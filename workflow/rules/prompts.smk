@@ -30,7 +30,7 @@ rule neutral_prompts:
     conda:
         "../envs/tables.yaml"
     params:
-        names=STUDY.config["names"]["include"],
-        groups=STUDY.groups,
+        names=job_params("neutral_names"),
+        groups=job_params("groups"),
     script:
         "../scripts/neutral_prompts.py"

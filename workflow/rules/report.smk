@@ -175,8 +175,8 @@ rule findings:
     conda:
         "../envs/tables.yaml"
     params:
-        groups=STUDY.groups,
-        metrics=STUDY.config["metrics"],
+        groups=job_params("groups"),
+        metrics=job_params("metrics"),
     script:
         "../scripts/findings.py"
 

@@ -19,6 +19,15 @@ class Jobs:
         self.study = study
         self.config = study.config
 
+    # Shared -------------------------------------------------------------------------------------------------
+    def groups(self, **_) -> tuple[str, ...]:
+        """The race labels compared, reference first (every table and score depends on their order)."""
+        return self.study.groups
+
+    def metrics(self, **_) -> dict:
+        """The statistics' settings (bootstrap, confidence, seed, permutations, winsorize)."""
+        return self.config["metrics"]
+
     # Prompts -------------------------------------------------------------------------------------------
     def domain(self, domain: str, **_) -> dict:
         """Everything of the config that shapes a domain's prompts (a change reruns that domain)."""
@@ -28,6 +37,10 @@ class Jobs:
             "groups": list(self.study.groups),
             "answer_suffix": self.config["prompts"]["answer_suffix"],
         }
+
+    def neutral_names(self, **_) -> list[str]:
+        """The names the neutral prompts are checked against (they must mention none)."""
+        return self.config["names"]["include"]
 
     # Models --------------------------------------------------------------------------------------------
     def model_source(self, model: str, **_) -> dict:
@@ -39,6 +52,10 @@ class Jobs:
     def model_runtime(self, model: str, **_) -> dict:
         """How model jobs load the model (device, dtype): what their results depend on, unlike `gpus`."""
         return {name: self.study.model(model)[name] for name in ("device", "dtype")}
+
+    def model_check_prefix(self, **_) -> str:
+        """The answer prefix of the first domain, whose first prompt the model check answers."""
+        return self.study.domains[self.config["domains"][0]].answer.prefix
 
     # Readouts ------------------------------------------------------------------------------------------
     def readout(self, model: str, **_) -> dict:
@@ -125,6 +142,10 @@ class Jobs:
             for unit, method in self.study.score_sets
             for scope in self.config["masks"]["scopes"]
         ]
+
+    def export(self, **_) -> dict:
+        """The mask config `export` names for `results/{model}/pruned` (empty when not set)."""
+        return self.config.get("export", {})
 
     # Report --------------------------------------------------------------------------------------------
     def appendix(self, model: str, **_) -> dict:
