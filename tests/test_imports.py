@@ -13,7 +13,9 @@ SCRIPTS = ROOT / "workflow" / "scripts"
 PACKAGE = SCRIPTS / "biasprune"
 MAX_CHAIN = 7
 # Modules the `tables` env runs (condition_metrics, findings, the CSV bundle) or that only read tables.
+# The table and verdict modules (their rules run in the tables env) and what the Snakefile loads to plan jobs.
 TABLE_MODULES = ("metrics", "stats", "conditions", "findings", "vocabulary", "specs", "parse", "appendix")
+TABLE_MODULES += ("study", "jobs", "methods", "schema")
 HEAVY = ("torch", "matplotlib")
 
 
