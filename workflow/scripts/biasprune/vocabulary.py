@@ -48,13 +48,6 @@ TRANSFER = "domain (transfer)"
 HELD_OUT = "cross (held out)"
 LEVELS = (LEVEL_VARIATION, LEVEL_LOO, IN_CONTEXT, TRANSFER, HELD_OUT)
 OTHER_CONTEXT = (TRANSFER, HELD_OUT)  # selected outside the evaluated domain
-LEVEL_HELP = {
-    LEVEL_VARIATION: "selected and evaluated on one variation",
-    LEVEL_LOO: "selected on the domain's other variations, evaluated on the held-out one",
-    IN_CONTEXT: "selected on all of a domain's variations, evaluated there",
-    TRANSFER: "selected on one domain, evaluated on another",
-    HELD_OUT: "selected on every other domain, evaluated on the one left out",
-}
 # Row labels of the transfer matrix for the pooled within-domain conditions.
 SELECTION_NOUNS = {VARIATION: "variation masks", LOO: "leave-one-out masks"}
 
