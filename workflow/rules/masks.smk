@@ -11,7 +11,6 @@ rule masks:
         "benchmarks/masks/{model}/{unit}/{method}/{scope}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: STUDY.config["threads"]
     params:
         parameters=job_params("masks"),
         groups=job_params("groups"),

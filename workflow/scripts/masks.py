@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 from safetensors.torch import save_file
 
 from biasprune.io import atomic_path
@@ -13,7 +12,6 @@ from biasprune.masks import build_masks
 from biasprune.models import load_model
 
 with log_to(snakemake.log[0]):
-    torch.set_num_threads(snakemake.threads)
     unit, method, scope = snakemake.wildcards.unit, snakemake.wildcards.method, snakemake.wildcards.scope
     scores = {Path(path).stem: pd.read_parquet(path) for path in snakemake.input.scores}
     model = None

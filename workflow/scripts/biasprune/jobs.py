@@ -150,9 +150,10 @@ class Jobs:
     # Report --------------------------------------------------------------------------------------------
     def appendix(self, model: str, **_) -> dict:
         """What the appendix reports of the configuration this run used (a change re-renders it)."""
-        keys = ("groups", "domains", "variations", "metrics", "activations", "scoring", "masks", "evaluate")
+        keys = ("groups", "domains", "variations", "metrics", "scoring", "masks", "evaluate")
         return {
             "model": model,
+            "activations": self.activations(model),  # without the batch sizes (resources, no result)
             "readout": self.readout(model),
             "names": list(self.study.names),
             "variation_counts": {key: len(self.study.variations[key]) for key in self.study.domains},
