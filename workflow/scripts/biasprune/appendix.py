@@ -202,7 +202,7 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
         f"readout `{readout['mode']}`"
         + ("" if readout["mode"] == "sample" else " (the paper sampled 100 answers)"),
         "the answer prefix pre-filled in the assistant turn (the paper had none)"
-        if answer_prefix({"use_prefix": False, **readout}, "prefix")
+        if answer_prefix(readout, "prefix")
         else "",
         "the chat template's default system line (the paper's Llama-3 template had none)"
         if check.get("default_system_line")

@@ -38,7 +38,7 @@ READOUT_ESTIMANDS = {
 def answer_prefix(readout: dict, prefix: str) -> str:
     """The text a readout pre-fills the assistant turn with: the domain's answer prefix where the mode reads
     after it (always for `expected`, which scores candidates after it; else per `use_prefix`), else nothing."""
-    return prefix if readout["mode"] == "expected" or readout["use_prefix"] else ""
+    return prefix if readout["mode"] == "expected" or readout.get("use_prefix") else ""
 
 
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
