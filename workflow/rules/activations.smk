@@ -27,10 +27,34 @@ rule activations:
         "../scripts/activations.py"
 
 
-rule scores:
-    """Scores of one unit (weights, neurons, heads) by one method for one domain, from the cache."""
+rule residuals:
+    """Cache the residual stream of every layer at the last name token and the answer position (directions)."""
     input:
-        cache="results/{model}/activations/{domain}.parquet",
+        model="resources/models/{model}",
+        prompts="results/prompts/{domain}.parquet",
+    output:
+        cache="results/{model}/activations/residuals/{domain}.parquet",
+    log:
+        "logs/residuals/{model}/{domain}.log",
+    benchmark:
+        "benchmarks/residuals/{model}/{domain}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: STUDY.config["threads"]
+    resources:
+        gpu=model_gpus,
+        batch_size=JOBS.batch_size("activations"),
+    params:
+        model=job_params("model_runtime"),
+        sequence_prefix=job_params("sequence_prefix"),
+    script:
+        "../scripts/residuals.py"
+
+
+rule scores:
+    """Scores of one unit (weights, neurons, heads, directions) by one method for one domain, from the cache."""
+    input:
+        cache=score_cache,
         prompts="results/prompts/{domain}.parquet",
         answers="results/{model}/answers/base/{domain}.parquet",
     output:

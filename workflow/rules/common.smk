@@ -80,6 +80,14 @@ def model_gpus(wildcards):
     return JOBS.gpus(wildcards.model)
 
 
+def score_cache(wildcards):
+    """The cache a unit's scores are read from: the residual cache for directions, else the activation cache."""
+    folder = (
+        "activations/residuals" if wildcards.unit == "directions" else "activations"
+    )
+    return f"results/{wildcards.model}/{folder}/{wildcards.domain}.parquet"
+
+
 def mask_inputs(wildcards):
     """Scores of {unit}/{method} for every domain, the baseline (signs of the SMDs) and the model (weights)."""
     return {

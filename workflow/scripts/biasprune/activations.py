@@ -11,6 +11,11 @@ Long format, one row per (prompt_id, layer, site, reduction) with a float32 vect
 | mlp.hook_post | `attribution` | per unit: -sum_t x_t * d(answer)/dx_t, first-order effect of zeroing the unit on the expected answer | neurons/attribution |
 | attn.hook_z | `attribution` | per head: the same over the head's slice of the o_proj input | heads/attribution |
 
+The residual cache (rule `residuals`, a file of its own: `activations/residuals/{domain}.parquet`, read only
+by unit `directions`) has the same schema: site `resid`, layers 0..n_layers (the input of each block, and the
+final residual), reductions `last_name` (the last token of the name) and `answer` (the last prompt position,
+the one that predicts the answer), each one d_model vector per prompt, n = 1.
+
 `n` is the number of positions reduced. Answer positions are the last prompt position (the one that
 predicts the answer) and the model's own baseline answer; `all` positions are the whole chat-formatted
 prompt plus that answer (the authors' choice), `name_and_answer` only the name and answer positions.
@@ -179,6 +184,43 @@ def cache_batch(model, tokenizer, sequences: Sequence[CachedPrompt], positions: 
     with hooks(adapter, _cache_hooks(adapter, weights, collector)):
         model(**batch, use_cache=False)
     return collector.table([sequence.prompt_id for sequence in sequences])
+
+
+RESIDUAL_SITE = "resid"
+RESIDUAL_REDUCTIONS = {"name": "last_name", "answer": "answer"}  # config position -> cache reduction
+
+
+@torch.inference_mode()
+def residual_batch(model, tokenizer, sequences: Sequence[CachedPrompt]) -> pa.Table:
+    """The residual stream of one batch at the last name token and the answer position, every layer."""
+    adapter = ModelAdapter.of(model)
+    batch = pad_left([sequence.ids for sequence in sequences], tokenizer.pad_token_id, model.device)
+    width, rows = batch["input_ids"].shape[1], torch.arange(len(sequences))
+    at = {
+        "last_name": torch.tensor([width - len(s.ids) + s.name[-1] for s in sequences]),
+        "answer": torch.tensor([width - len(s.ids) + s.answer[0] for s in sequences]),
+    }
+    layers = {adapter.residual_site(layer): layer for layer in range(adapter.n_layers + 1)}
+    ones, collector = torch.ones(len(sequences)), _Collector()
+
+    def grab(site, x):
+        for reduction, positions in at.items():
+            collector.add(layers[site], RESIDUAL_SITE, reduction, ones, x[rows, positions.to(x.device)])
+
+    with hooks(adapter, dict.fromkeys(layers, grab)):
+        model(**batch, use_cache=False)
+    return collector.table([sequence.prompt_id for sequence in sequences])
+
+
+def cache_residuals(
+    model, tokenizer, prompts: Sequence[dict], prefix: str, batch_size: int = 8, progress=None
+):
+    """Yield the residual cache of one domain batch by batch (`prefix`: the assistant prefix the readout
+    pre-fills; the answer position is its last token)."""
+    starts = range(0, len(prompts), batch_size)
+    for start in progress(starts, desc="residuals", unit="batch") if progress else starts:
+        rows = prompts[start : start + batch_size]
+        yield residual_batch(model, tokenizer, [build_sequence(tokenizer, row, "", prefix) for row in rows])
 
 
 def attribution_batch(

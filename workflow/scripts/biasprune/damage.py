@@ -1,6 +1,7 @@
 """Collateral damage of masks (rule `damage`): the mean KL(base || pruned) of next-token distributions over
 every position of the name-free neutral prompts, for every mask of a file and each of its controls (drawn
-and applied as in evaluation)."""
+and applied as in evaluation). A direction edit is applied at every position here: `from_name` would edit
+nothing on text without a name, so its damage is that of the edit wherever it acts (an upper bound)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import torch
 
-from .ablation import masked
 from .decoding import encode_left_padded
-from .evaluate import Evaluation, application, controls, mask_of
+from .directions import Edit, everywhere
+from .evaluate import Evaluation, applied, controls, mask_of
 from .tokens import chat_prompt
 
 
@@ -60,9 +61,11 @@ def damage_table(
             for control, seed in controls(manifest, condition, setting):
                 evaluation = Evaluation(condition, setting, control, seed, (), False)
                 mask = mask_of(evaluation, manifest, masks, ablation, means)
+                if isinstance(mask, Edit):
+                    mask = everywhere(mask)
                 kl = 0.0
                 if mask.count():
-                    with masked(model, mask, application(mask)):
+                    with applied(model, mask):
                         kl = mean_kl(base, next_token_log_probs(model, tokenizer, texts))
                 rows.append(
                     {

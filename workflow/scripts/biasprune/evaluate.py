@@ -16,15 +16,15 @@ has no controls (nothing to match). Damage (rule `damage`) is in damage.py.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from .ablation import Mask, masked
+from .directions import Edit, edit_of, edited, name_tokens
 from .readouts import ANSWER_SCHEMA, read_answers
-from .selection import random_like
+from .selection import random_like, random_seed
 from .vocabulary import CROSS, GENERIC, MATCHED, PRUNED, RANDOM, WITHIN, Condition
 
 
@@ -81,15 +81,12 @@ def evaluations(
     return out
 
 
-def random_seed(condition: str, setting: str, seed: int, control: str = RANDOM) -> int:
-    """The generator seed of one random control: the same in every job, different across conditions."""
-    key = f"{condition}|{setting}|{seed}" + ("" if control == RANDOM else f"|{control}")
-    return zlib.crc32(key.encode())
-
-
 def mask_of(evaluation, manifest: dict, masks, ablation: str = "zero", means=None) -> Mask:
-    """The Mask an evaluation applies (its condition's, or the control drawn for it)."""
+    """The Mask an evaluation applies (its condition's, or the control drawn for it); for unit `directions`
+    the Edit (its condition's or a stored control)."""
     condition, setting = evaluation.condition, evaluation.setting
+    if manifest["unit"] == "directions":
+        return edit_of(masks, manifest, condition, setting, evaluation.control, evaluation.seed)
     keys = masks[condition, setting]
     if evaluation.control == RANDOM:
         keys = random_like(keys, random_seed(condition, setting, evaluation.seed))
@@ -108,6 +105,14 @@ def application(mask: Mask) -> str:
     """How `ablation.masked` applies a mask in evaluation: weight edits (no per-forward cost) except where
     only hooks can (mean ablation adds a vector)."""
     return "hooks" if mask.ablation == "mean" else "edit"
+
+
+def applied(model, mask: Mask | Edit, names=()):
+    """The context that applies a mask (`ablation.masked`) or a direction edit (`directions.edited`, at the
+    positions it names; `names`: the prompts' name tokens, which mark `from_name`)."""
+    if isinstance(mask, Edit):
+        return edited(model, mask, names)
+    return masked(model, mask, application(mask))
 
 
 EVAL_SCHEMA = pa.schema(
@@ -148,6 +153,7 @@ def evaluate_domain(
     for row in base_rows:
         base_by_prompt.setdefault(row["prompt_id"], []).append(row)
     plan = evaluations(manifest, prompts[0]["domain"], variations, cross_in_sample)
+    names = name_tokens(tokenizer, prompts) if manifest["unit"] == "directions" else ()
     if progress:
         plan = progress(plan, desc="masks", unit="mask")
     rows = []
@@ -165,7 +171,7 @@ def evaluate_domain(
         if mask.count() == 0:
             answers = [item for row in chosen for item in base_by_prompt[row["prompt_id"]]]
         else:
-            with masked(model, mask, application(mask)):
+            with applied(model, mask, names):
                 columns = read_answers(model, tokenizer, chosen, answer, readout)
             columns.pop("grid_probs")
             answers = [

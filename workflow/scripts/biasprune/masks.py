@@ -184,6 +184,13 @@ def unpack(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 def check_shapes(manifest: dict, model, file) -> None:
     """A mask file made for another model is refused with one line."""
     adapter = ModelAdapter.of(model)
+    if manifest["unit"] == "directions":  # one edit per residual layer (0..n_layers) of width d_model
+        expected = {"layers": adapter.n_layers + 1, "d_model": adapter.d_model}
+        found = {"layers": len(manifest["shapes"]), "d_model": manifest["d_model"]}
+        for key, value in expected.items():
+            if found[key] != value:
+                raise ConfigError(file, key, f"the model's {value}", found[key])
+        return
     for key, shape in manifest["shapes"].items():
         if manifest["unit"] == "weights":
             layer, linear = key.split(".")
@@ -214,6 +221,17 @@ def build_masks(
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
     matrix's candidates for every variation, never a whole model's.
     """
+    if unit == "directions":  # fitted edits of the residual stream, not a choice of components
+        from .directions import build_edits
+
+        tensors, manifest = build_edits(method, scope, scores, parameters, groups)
+        # the layers edited are stored like every mask (packed bits); the edits as they are
+        tensors = {
+            name: pack({"": value})[""] if value.dtype == torch.bool else value
+            for name, value in tensors.items()
+        }
+        manifest["config_hash"] = config_hash({"unit": unit, "method": method, "scope": scope, **parameters})
+        return tensors, manifest
     tensors, conditions, shapes = {}, {}, {}
     rule = parameters.get("common", "intersection")
     variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
@@ -304,6 +322,13 @@ class MaskFile(Mapping):
         """A condition's `mask`, its matched `pool` or its `generic` control ({} where there is none)."""
         return {
             name.split("|")[2]: unpack(self._file.get_tensor(name), self._shapes[name.split("|")[2]])
+            for name in self._names.get((condition, setting, part), ())
+        }
+
+    def tensors(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
+        """A part stored as it is (not packed bits): the float tensors of a direction edit."""
+        return {
+            name.split("|")[2]: self._file.get_tensor(name)
             for name in self._names.get((condition, setting, part), ())
         }
 

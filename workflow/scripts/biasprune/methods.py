@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-UNITS = ("weights", "neurons", "heads")
+UNITS = ("weights", "neurons", "heads", "directions")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,13 @@ METHODS = (
     ),
     Method("heads", "attribution", statistic="smd_effect", ranking="against_bias", blind="effect_mean"),
     Method("heads", "greedy_attention", statistic="greedy_rank", rule="greedy_scores"),
+    # Directions are fitted, not ranked, when masks are built (biasprune/directions.py); their scores are the
+    # selection prompts' residuals at the configured position.
+    Method("directions", "mean_difference", parameters=("position",)),
+    Method("directions", "leace", parameters=("position",)),
 )
+# Units a pruned checkpoint can be written for (`export`): a direction edit is not a weight edit.
+EXPORTABLE_UNITS = ("weights", "neurons", "heads")
 
 
 def method(unit: str, name: str) -> Method:

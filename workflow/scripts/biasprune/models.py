@@ -60,6 +60,9 @@ _LLAMA = Architecture(
         "attn.hook_pattern": ("self_attn", "attention"),
         "ln2.hook_normalized": ("post_attention_layernorm", "output"),
         "mlp.hook_post": ("mlp.down_proj", "input"),
+        # The residual stream entering a block, and leaving it (the last block's: the final residual).
+        "hook_resid_pre": ("", "input"),
+        "hook_resid_post": ("", "output"),
     },
 )
 # Adding a family that keeps the Llama module names is one line; another layout is one Architecture.
@@ -113,6 +116,15 @@ class ModelAdapter:
             )
         path, kind = self.architecture.sites[site]
         return self.layers[int(layer)].get_submodule(path), kind
+
+    def residual_site(self, layer: int) -> str:
+        """The site of residual `layer` (0..n_layers): the input of block `layer`, or for `n_layers` the final
+        residual (the output of the last block, before the final norm)."""
+        if not 0 <= layer <= self.n_layers:
+            raise ValueError(f"residual layers are 0..{self.n_layers}, got {layer}")
+        if layer == self.n_layers:
+            return f"blocks.{layer - 1}.hook_resid_post"
+        return f"blocks.{layer}.hook_resid_pre"
 
     def kv_head(self, head: int) -> int:
         """The key/value head that query head `head` reads (GQA)."""

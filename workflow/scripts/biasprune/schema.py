@@ -10,7 +10,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
-from .methods import UNITS, method_names
+from .methods import EXPORTABLE_UNITS, UNITS, method_names
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -30,8 +30,8 @@ def _registry_choices(schema: dict) -> None:
     for unit in UNITS:
         scoring[unit]["properties"]["methods"]["items"] = {"enum": method_names(unit)}
     export = schema["properties"]["export"]["properties"]
-    export["unit"] = {"enum": list(UNITS)}
-    export["method"] = {"enum": method_names()}
+    export["unit"] = {"enum": list(EXPORTABLE_UNITS)}
+    export["method"] = {"enum": [name for unit in EXPORTABLE_UNITS for name in method_names(unit)]}
 
 
 def _key(path) -> str:

@@ -11,6 +11,8 @@ Long format, one row per (variation, layer, target, group, statistic) with a flo
 | heads/name_attention | attn.hook_pattern | (empty) | `sum`, `diff` | the paper's sum of both groups; groups[0] minus groups[1] |
 | neurons/attribution, heads/attribution | mlp.hook_post / attn.hook_z | each group | `effect_mean` | mean first-order change of the expected answer when the unit is zeroed |
 | neurons/attribution, heads/attribution | mlp.hook_post / attn.hook_z | (empty) | `smd_effect` | estimated change of the variation's SMD when the unit is zeroed: (effect_mean[0] - effect_mean[1]) / s_p |
+| directions/mean_difference, directions/leace | the prompt id | the prompt's group | `residual` | the prompt's residual at the configured position (layer 0..n_layers); the masks rule fits the edits on them |
+| directions/* | resid | each group | `mean` | the group's mean residual (for inspection) |
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .activations import WANDA_SITES
+from .activations import RESIDUAL_REDUCTIONS, RESIDUAL_SITE, WANDA_SITES
 from .stats import pooled_sd
 
 SCORE_SCHEMA = pa.schema(
@@ -160,6 +162,31 @@ def attribution(cache, labels, groups, answers: pd.DataFrame, site: str) -> pa.T
     return _difference_rows(cache, labels, groups, site, "attribution", "effect_mean", effect)
 
 
+def residuals(cache, labels: pd.DataFrame, groups: Sequence[str], position: str = "name") -> pa.Table:
+    """Every prompt's residual at the last name token or the answer position (one row per prompt and layer,
+    its id as target), and each (variation, group)'s mean: what a direction is fitted on."""
+    records = []
+    frame = labels.set_index("prompt_id")
+    for layer, (ids, matrix) in cache_matrices(cache, RESIDUAL_SITE, RESIDUAL_REDUCTIONS[position]).items():
+        rows = frame.loc[ids]
+        chosen = rows["race"].isin(groups).to_numpy()
+        records += [
+            (variation, layer, prompt_id, race, "residual", vector)
+            for prompt_id, variation, race, vector in zip(
+                np.asarray(ids)[chosen],
+                rows["variation"][chosen],
+                rows["race"][chosen],
+                matrix[chosen],
+                strict=True,
+            )
+        ]
+        records += [
+            (v, layer, RESIDUAL_SITE, g, "mean", x)
+            for (v, g), x in _group_means(ids, matrix, labels, groups).items()
+        ]
+    return score_rows(records)
+
+
 # The scoring function of every cache-scored method of the registry (methods.METHODS, rule `scores`):
 # called as function(cache, labels, groups, answers, parameters).
 SCORERS = {
@@ -176,6 +203,12 @@ SCORERS = {
     ("heads", "attribution"): lambda cache, labels, groups, answers, parameters: attribution(
         cache, labels, groups, answers, "attn.hook_z"
     ),
+    **{
+        ("directions", method): lambda cache, labels, groups, answers, parameters: residuals(
+            cache, labels, groups, parameters.get("position", "name")
+        )
+        for method in ("mean_difference", "leace")
+    },
 }
 
 

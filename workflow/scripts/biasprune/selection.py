@@ -5,9 +5,12 @@ group-blind score). Pure functions on tensors."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 
 import torch
+
+from .vocabulary import RANDOM
 
 
 def top_fraction(scores: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -139,3 +142,9 @@ def next_band(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor], wi
     ranked = {key: scores[key].float().masked_fill(mask[key], -torch.inf) for key in mask}
     band = top_k(ranked, min(width * total, size - total))
     return {key: band[key] & ~mask[key] for key in mask}
+
+
+def random_seed(condition: str, setting: str, seed: int, control: str = RANDOM) -> int:
+    """The generator seed of one random control: the same in every job, different across conditions."""
+    key = f"{condition}|{setting}|{seed}" + ("" if control == RANDOM else f"|{control}")
+    return zlib.crc32(key.encode())

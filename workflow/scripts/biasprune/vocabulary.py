@@ -14,7 +14,8 @@ is known (`Condition.parse(name, scope)`).
 
 Settings (the masks a condition holds, one per setting): `tau={a},{b};select={focal|reference}` (weights: top-a
 of the selected group's Wanda score minus top-b of the other's), `fraction={f}` (neurons: a share of all MLP
-units), `share={s}` (heads: a share of all query heads), `k={n}` (neurons or heads: a count).
+units), `share={s}` (heads: a share of all query heads), `k={n}` (neurons or heads: a count), `layers={all|n}`
+(directions: every residual layer, or the n that separate the groups best).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ CONTROLS = (RANDOM, MATCHED, GENERIC)
 BASE = "base"  # the unpruned answers (per-name summaries)
 
 # -- settings -----------------------------------------------------------------------------------------------
-TAU, FRACTION, SHARE, K = "tau", "fraction", "share", "k"
-SETTING_KINDS = (TAU, FRACTION, SHARE, K)
+TAU, FRACTION, SHARE, K, LAYERS = "tau", "fraction", "share", "k", "layers"
+SETTING_KINDS = (TAU, FRACTION, SHARE, K, LAYERS)
+ALL = "all"  # the value of `layers=all`
 # The config key of each unit's share of units (`masks.<unit>.<key>`); weights have tau pairs instead.
 SHARE_KEYS = {"neurons": FRACTION, "heads": SHARE}
 
@@ -172,12 +174,13 @@ def _number(text: str) -> int | float:
 
 @dataclass(frozen=True)
 class Setting:
-    """One mask of a condition. `kind`: tau (weights), fraction (neurons), share (heads) or k (neurons,
-    heads); `value`: the selected group's tau, the share of units, or their count; `protect` and `select`
-    (tau only): the protected group's tau and the group selected (focal or reference)."""
+    """One mask of a condition. `kind`: tau (weights), fraction (neurons), share (heads), k (neurons,
+    heads) or layers (directions); `value`: the selected group's tau, the share of units, their count, or
+    the number of residual layers edited (`all` or a count); `protect` and `select` (tau only): the protected
+    group's tau and the group selected (focal or reference)."""
 
     kind: str
-    value: int | float
+    value: int | float | str
     protect: int | float | None = None
     select: str | None = None
 
@@ -202,12 +205,17 @@ class Setting:
             ((kind, value),) = parts.items()
             if kind in (FRACTION, SHARE, K):
                 return cls(kind, _number(value))
+            if kind == LAYERS:
+                return cls(kind, ALL if value == ALL else int(value))
         except ValueError:
             pass
         raise ValueError(f"not a setting: {text!r}")
 
     def count(self, total: int) -> int:
-        """Units (neurons, heads) the setting prunes out of `total`: k itself, or `share_count` of a share."""
+        """Units (neurons, heads) the setting prunes out of `total`: k itself, or `share_count` of a share;
+        layers (directions): all of them, or the count."""
+        if self.kind == LAYERS:
+            return total if self.value == ALL else int(self.value)
         if self.kind == K:
             return int(self.value)
         if self.kind == TAU:
@@ -217,7 +225,9 @@ class Setting:
 
 def settings(unit: str, parameters: Mapping) -> list[str]:
     """Names of the masks each condition of `unit` holds, from its `masks.<unit>` parameters, in order: every
-    tau pair with every `select`, or each share (fraction) then each k."""
+    tau pair with every `select`, each share (fraction) then each k, or each `layers` value (directions)."""
+    if unit == "directions":
+        return [Setting(LAYERS, value).format() for value in parameters["layers"]]
     if unit == "weights":
         return [Setting(TAU, a, b, d).format() for a, b in parameters["tau"] for d in parameters["select"]]
     kind = SHARE_KEYS[unit]
