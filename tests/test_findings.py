@@ -3,6 +3,7 @@ a null world (race labels assigned to names at random) no claim says "holds" mor
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from biasprune.findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN, findings
 from biasprune.metrics import BAND
@@ -34,14 +35,14 @@ def level_of(scope, in_sample):
     )
 
 
-def study(rng, names=16, samples=3, gap=0.0, effect=None, shuffle=False, noise=0.3, vacuous=()):
+def study(rng, names=16, samples=3, gap=0.0, effect=None, shuffle=False, noise=0.3, vacuous=(), units=UNITS):
     """Per-name summaries and a conditions table of one synthetic study.
 
     Each name has a latent answer level (SD 1) per variation; White names answer `gap` higher (in SD units)
     unless `shuffle` assigns race labels at random (a null world). `effect(unit, level, control)` is the share
     of the gap a mask removes (0: none); every mask and control also moves each name's answers by a
     race-blind perturbation of SD `noise` (pruning changes answers, not only the gap). Conditions in `vacuous`
-    prune nothing (their answers are the unpruned ones)."""
+    prune nothing (their answers are the unpruned ones). `units` maps (unit, method) to its setting."""
     effect = effect or (lambda unit, level, control: 0.0)
     races = np.array(["White"] * (names // 2) + ["Black"] * (names // 2))
     labels = rng.permutation(races) if shuffle else races
@@ -74,7 +75,7 @@ def study(rng, names=16, samples=3, gap=0.0, effect=None, shuffle=False, noise=0
     blank = dict.fromkeys(["unit", "method", "scope", "condition", "setting"], "")
     for (d, v), values in base_values.items():
         add(blank | {"control": "base", "seed": -1, "in_sample": True}, values, d, v)
-    for (unit, method), setting in UNITS.items():
+    for (unit, method), setting in units.items():
         for scope, condition, d, v, in_sample in cells():
             empty = condition in vacuous
             for control, seed in [("pruned", -1)] + ([] if empty else CONTROLS):
@@ -193,6 +194,79 @@ def test_claim_4_needs_transfer_above_its_control_and_below_the_in_context_effec
     assert set(verdicts(run(gap=3.0, effect=partly), 4).values()) == {HOLDS}
     assert set(verdicts(run(gap=3.0, effect=nothing_general, noise=0.0), 4).values()) == {UNKNOWN}
     assert set(verdicts(run(gap=3.0, effect=all_general), 4).values()) == {FAILS}
+
+
+DIRECTION = "directions/leace"
+WITH_DIRECTIONS = UNITS | {("directions", "leace"): "layers=all"}
+
+
+def held_out_reduction(names, unit):
+    """1 - sum|SMD_pruned| / sum|SMD_base| over the held-out (cross) cells of `unit`, all names, by hand."""
+    pruned = names[(names["unit"] == unit) & (names["scope"] == "cross") & (names["control"] == "pruned")]
+    base = names[names["control"] == "base"]
+    by_cell = ["domain", "variation"]
+    sum_pruned = sum(abs(pooled_smd(part)) for _, part in pruned.groupby(by_cell))
+    sum_base = sum(abs(pooled_smd(part)) for _, part in base.groupby(by_cell))
+    return 1 - sum_pruned / sum_base
+
+
+def claim_5(table):
+    return table[table["claim"] == 5].set_index("primary")
+
+
+def test_claim_5_holds_when_the_held_out_direction_beats_the_best_paper_method():
+    def direction_wins(unit, level, control):
+        share = {"directions": 0.9, "weights": 0.4, "heads": 0.1}[unit] if level == "other" else 0.5
+        return share if control == "pruned" else 0.0
+
+    conditions, names = study(np.random.default_rng(3), gap=3.0, effect=direction_wins, units=WITH_DIRECTIONS)
+    table = findings(conditions, names, GROUPS, METRICS)
+    rows = claim_5(table)
+    assert len(rows) == 2 and set(rows["units"]) == {DIRECTION}
+    held_out = rows.loc[True]
+    by_hand = {unit: held_out_reduction(names, unit) for unit in ("directions", "weights", "heads")}
+    best = max(("weights", "heads"), key=by_hand.get)
+    assert best == "weights"  # the design: wanda removes more of the gap than the heads
+    best_label = {"weights": "weights/wanda", "heads": "heads/name_attention"}[best]
+    assert held_out["verdict"] == HOLDS and held_out["low"] > 0
+    assert held_out["contrast"] == f"{DIRECTION} minus {best_label} reduction (held out)"
+    assert held_out["estimate"] == pytest.approx(by_hand["directions"] - by_hand[best], abs=1e-9)
+    assert held_out["cells"] == 6
+    assert f"best paper method {best_label}" in held_out["evidence"]
+    assert f"heads/name_attention (share=0.039) {by_hand['heads']:+.2f}" in held_out["evidence"]
+    # In context every method removes half the gap: the within-context row has no verdict of its own to win.
+    assert rows.loc[False, "contrast"].endswith("reduction (in context)")
+    assert rows.loc[False, "verdict"] != HOLDS
+
+
+def test_claim_5_does_not_hold_when_the_held_out_direction_is_worse():
+    def direction_loses(unit, level, control):
+        share = {"directions": 0.1, "weights": 0.9, "heads": 0.8}[unit]
+        return share if control == "pruned" else 0.0
+
+    table = run(gap=3.0, effect=direction_loses, units=WITH_DIRECTIONS)
+    rows = claim_5(table)
+    assert rows.loc[True, "verdict"] == FAILS and rows.loc[True, "high"] < 0
+    assert rows.loc[False, "verdict"] == FAILS  # its own verdict in context, where it is worse too
+
+
+def test_claim_5_without_a_paper_method_at_the_held_out_level_is_inconclusive():
+    def direction_wins(unit, level, control):
+        return {"directions": 0.9, "weights": 0.3, "heads": 0.1}[unit] if control == "pruned" else 0.0
+
+    conditions, names = study(np.random.default_rng(6), gap=3.0, effect=direction_wins, units=WITH_DIRECTIONS)
+    conditions = conditions[(conditions["unit"] == "directions") | (conditions["scope"] != "cross")]
+    rows = claim_5(findings(conditions, names, GROUPS, METRICS))
+    held_out = rows.loc[True]
+    assert held_out["verdict"] == UNKNOWN and np.isnan(held_out["estimate"])
+    assert held_out["evidence"] == "the run lacks a paper method at this level"
+    assert rows.loc[False, "verdict"] == HOLDS  # in context both paper methods are there
+
+
+def test_a_run_without_directions_has_no_claim_5_rows():
+    table = run(gap=3.0, effect=removes({"in": 0.9, "other": 0.4}))
+    assert 5 not in set(table["claim"])
+    assert set(table["claim"]) == {1, 2, 3, 4}
 
 
 def test_no_measurable_gap_is_inconclusive_with_that_reason():
