@@ -25,6 +25,8 @@ TINY_SETS = (
     ("neurons", "activation"),
     ("heads", "name_attention"),
     ("heads", "attribution"),
+    ("directions", "mean_difference"),
+    ("directions", "leace"),
 )
 # The tiny test model's geometry: 2 layers, 4 query heads sharing 2 key/value heads (GQA).
 TINY_LLAMA = dict(
@@ -139,6 +141,7 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["metrics"] = {"bootstrap": 200}
     config["scoring"] = {"weights": {"methods": ["wanda"]}, "neurons": {"methods": ["activation"]}}
     config["scoring"]["heads"] = {"methods": ["name_attention", "attribution"]}
+    config["scoring"]["directions"] = {"methods": ["mean_difference", "leace"]}
     config["activations"] = {"attribution": True}
     # every kind of control, at the domain and cross scopes, on the tiny chain
     config["masks"] |= {"random_seeds": 1, "generic": True, "random_scopes": ["domain", "cross"]}

@@ -99,8 +99,14 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
 def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_dir):
     workdir, args = tiny_run.workdir, tiny_run.args
     counts = job_counts(tiny_run.output)
-    assert counts["activations"] == 2 and counts["scores"] == 2 * 4 and counts["masks"] == 4 * 4
-    assert counts["evaluate"] == 4 * 4 * 2 and counts["damage"] == 4 * 4 and counts["condition_metrics"] == 1
+    sets = len(TINY_SETS)
+    assert counts["activations"] == 2 and counts["residuals"] == 2
+    assert counts["scores"] == 2 * sets and counts["masks"] == sets * 4
+    assert (
+        counts["evaluate"] == sets * 4 * 2
+        and counts["damage"] == sets * 4
+        and counts["condition_metrics"] == 1
+    )
     _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
     assert {condition for condition, _ in masks} == {
         "purchase/-chair",
@@ -130,6 +136,15 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
     assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
     assert set(conditions["control"]) == {"pruned", "random", "matched", "generic"}
+    # Directions: every scope, every control where the config asks for them, one edit per residual layer.
+    for method in ("mean_difference", "leace"):
+        rows = conditions[(conditions["unit"] == "directions") & (conditions["method"] == method)]
+        assert set(rows["scope"]) == {"variation", "loo", "domain", "cross"}
+        controlled = rows[rows["scope"].isin(["domain", "cross"])]
+        assert set(controlled["control"]) == {"pruned", "random", "matched", "generic"}
+        assert set(rows.loc[rows["scope"] == "loo", "control"]) == {"pruned"}
+        assert (rows["n_pruned"] == 3).all() and (rows["share_pruned"] == 1).all()  # layers 0, 1 and final
+        assert rows.loc[rows["level"] == "variation", "kl"].notna().all()
     # A weight mask lies inside its matched pool in every matrix (the intersection of the selected group's
     # top-tau sets), and its generic control prunes as many entries per matrix.
     manifest, masks = load_masks(workdir / "results/tiny/masks/weights/wanda/domain.safetensors")
@@ -142,7 +157,11 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     html = (workdir / "reports/tiny/appendix.html").read_text()
     assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
     findings = pd.read_csv(workdir / "reports/tiny/tables/findings.csv")
-    assert set(findings["claim"]) == {1, 2, 3, 4}
+    assert set(findings["claim"]) == {1, 2, 3, 4, 5}
+    assert set(findings.loc[findings["claim"] == 5, "units"]) == {
+        "directions/mean_difference",
+        "directions/leace",
+    }
     assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
     paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
     assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
