@@ -131,7 +131,8 @@ def findings_rows(table: pd.DataFrame) -> list[dict]:
     """One entry per claim, unit/method and setting: the verdict (coloured by verdict), what it means, the
     contrasts with their intervals and cells, and the evidence sentence."""
     out = []
-    for _, part in table.groupby(["claim", "units", "setting"], sort=False):
+    # a claim's deciding rows and its non-deciding counterpart (claim 5 in context) are separate entries
+    for _, part in table.groupby(["claim", "units", "setting", "primary"], sort=False):
         first = part.iloc[0]
         contrasts = [
             {

@@ -166,7 +166,7 @@ def _gathered(scores: Mapping[str, pd.DataFrame], selection: dict, focal_group: 
 def _stored(prefix: str, edits: Mapping[int, LayerEdit]) -> dict[str, torch.Tensor]:
     """Tensor names (after `{condition}|{setting}|`) of one edit: `{layer}|{control}.{part}`."""
     return {
-        f"{layer}|{prefix}.{name}": getattr(edit, name).contiguous()
+        f"{layer}|{prefix}.{name}": getattr(edit, name).clone()
         for layer, edit in edits.items()
         for name in PARTS
     }
