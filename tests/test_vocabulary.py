@@ -17,6 +17,7 @@ from biasprune.vocabulary import (
     GENERIC,
     HELD_OUT,
     IN_CONTEXT,
+    LAYERS,
     LEVELS,
     LOO,
     MATCHED,
@@ -135,6 +136,8 @@ SETTINGS = [
     ("share=0.039", Setting(SHARE, 0.039)),
     ("share=1", Setting(SHARE, 1)),
     ("k=40", Setting(K, 40)),
+    ("layers=all", Setting(LAYERS, "all")),
+    ("layers=3", Setting(LAYERS, 3)),
 ]
 
 
@@ -156,6 +159,8 @@ def test_setting_names_both_ways(name, setting):
         "tau=0.1;select=focal",
         "tau=0.1,0.2",
         "tau=0.1,0.2,0.3;select=focal",
+        "layers=some",
+        "layers=",
     ],
 )
 def test_names_that_are_not_settings(name):
@@ -178,6 +183,8 @@ def test_settings_of_each_unit_by_hand():
     ]
     assert settings("heads", {"share": [0.039], "k": [40]}) == ["share=0.039", "k=40"]
     assert settings("heads", {"k": [40]}) == ["k=40"]
+    assert settings("directions", {"layers": ["all", 2]}) == ["layers=all", "layers=2"]
+    assert Setting(LAYERS, "all").count(31) == 31 and Setting(LAYERS, 4).count(31) == 4
     assert SHARE_KEYS == {"neurons": "fraction", "heads": "share"}
 
 
@@ -273,7 +280,7 @@ SPLITS = {"split", "partition"}
 SPLIT_ON = {"/", ";", "="}
 TRIMS = {"startswith", "endswith", "lstrip", "rstrip", "removeprefix", "removesuffix"}
 TRIM_OF = {"-", "*", "/-", "/*", "/-*"}
-SPELLINGS = ("tau=", "fraction=", "share=", "select=", "k=", "/-", "/*")
+SPELLINGS = ("tau=", "fraction=", "share=", "select=", "k=", "layers=", "/-", "/*")
 
 
 def _docstrings(tree) -> set[int]:

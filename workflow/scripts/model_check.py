@@ -32,7 +32,9 @@ with log_to(snakemake.log[0]):
         "greedy_answer": answer,
         "default_system_line": default_system_line(tokenizer),
         # The model jobs' own environment (the report jobs may run in another conda env).
-        "versions": {name: version(name) for name in ("torch", "transformers", "safetensors")},
+        "versions": {
+            name: version(name) for name in ("torch", "transformers", "safetensors", "concept-erasure")
+        },
     }
     print(json.dumps(report, indent=2))
     with atomic_path(snakemake.output.check) as tmp:

@@ -226,6 +226,20 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
         f"`{config['masks']['weights'].get('common', 'intersection')}` rule (the paper: intersection for "
         "weights, the most frequent heads).",
     ]
+    directions = config["scoring"].get("directions", {})
+    if directions.get("methods"):
+        edits = config["masks"].get("directions", {})
+        rows.append(
+            f"Directions ({', '.join(directions['methods'])}) are not in the paper: each edit is fitted per "
+            f"residual layer on the selection prompts' residuals at the {directions.get('position', 'name')} "
+            "position (several variations pooled into one fit, not intersected) and applied at "
+            f"`{edits.get('positions', 'from_name')}` positions; a condition's size is the number of layers "
+            "it edits. Their damage is measured with the edit at every position of the name-free prompts (an "
+            "upper bound: from the name on it would edit nothing there). Their matched control is a random "
+            "direction scaled to the edit's mean displacement, their generic control the same fit on shuffled "
+            "group labels. Claim 5 compares each with the paper method that reduces the gap more on the same "
+            "cells, chosen after seeing both: a choice that can only favour the components."
+        )
     if any(check.get(key) != value for key, value in PAPER_GEOMETRY.items()):
         rows.insert(
             0,
