@@ -107,3 +107,43 @@ def test_a_missing_value_is_an_error_not_an_empty_section():
     del broken["limitations"]
     with pytest.raises(Exception, match="limitations"):
         render(broken)
+
+
+def test_claim_5_and_its_in_context_counterpart_are_separate_entries_with_their_own_verdicts():
+    row = {"claim": 5, "statement": "s", "units": "directions/leace", "setting": "layers=all", "cells": 4}
+    table = pd.DataFrame(
+        [
+            row
+            | {"primary": True, "verdict": HOLDS, "contrast": "d minus w (held out)", "evidence": "e1"}
+            | {"estimate": 0.3, "low": 0.1, "high": 0.5, "cells_note": "4 cells"},
+            row
+            | {"primary": False, "verdict": UNKNOWN, "contrast": "d minus w (in context)", "evidence": "e2"}
+            | {"estimate": 0.1, "low": -0.2, "high": 0.4, "cells_note": "4 cells"},
+        ]
+    )
+    entries = findings_rows(table)
+    assert [(e["verdict"], e["evidence"], [c["name"] for c in e["contrasts"]]) for e in entries] == [
+        (HOLDS, "e1", ["d minus w (held out)"]),
+        (UNKNOWN, "e2", ["d minus w (in context)"]),
+    ]
+    assert entries[1]["contrasts"][0]["text"] == "+0.100 [-0.200, +0.400]"
+
+
+def test_the_limitations_describe_directions_only_when_the_run_has_them():
+    from biasprune.appendix import PAPER_GEOMETRY, limitations
+
+    config = {
+        "model": "m",
+        "names": ["a", "b"],
+        "readout": {"mode": "sample", "use_prefix": False},
+        "variation_counts": {"purchase": 2},
+        "masks": {"heads": {"common": "frequency"}, "weights": {"common": "intersection"}},
+        "scoring": {"directions": {"methods": [], "position": "name"}},
+    }
+    conditions = pd.DataFrame({"vacuous": [False], "control": ["pruned"], "level": ["domain"]})
+    check = dict(PAPER_GEOMETRY)
+    assert not any("Directions" in row for row in limitations(config, check, conditions))
+    config["scoring"]["directions"]["methods"] = ["leace"]
+    config["masks"]["directions"] = {"positions": "all"}
+    (row,) = [row for row in limitations(config, check, conditions) if row.startswith("Directions")]
+    assert "Directions (leace)" in row and "`all` positions" in row and "upper bound" in row
