@@ -175,11 +175,25 @@ def test_grid_range_without_two_round_numbers(workdir):
             {"heads": {"share": [1.5]}},
             "config/config.yaml: masks.heads.share[0]: expected a number of at most 1, got 1.5",
         ),
+        (
+            {"directions": {"layers": ["most"]}},
+            "config/config.yaml: masks.directions.layers[0]: expected all or a whole number of at least 1, "
+            "got 'most'",
+        ),
     ],
 )
 def test_mask_settings_out_of_range(workdir, masks, expected):
     edit_yaml(workdir / "config/config.yaml", lambda c: c.update(masks=masks))
     run_fails_with(workdir, expected)
+
+
+def test_a_direction_cannot_be_exported_as_a_pruned_model(workdir):
+    export = {"unit": "directions", "method": "leace", "scope": "domain", "condition": "purchase"}
+    edit_yaml(workdir / "config/config.yaml", lambda c: c.update(export=export | {"setting": "layers=all"}))
+    run_fails_with(
+        workdir,
+        "config/config.yaml: export.unit: expected one of ['weights', 'neurons', 'heads'], got 'directions'",
+    )
 
 
 def test_no_head_setting_at_all(workdir):

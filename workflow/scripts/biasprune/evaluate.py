@@ -11,7 +11,9 @@ Controls of a non-empty mask, all with its count per matrix or layer: `random` (
 layer) and `matched` (drawn from the mask's matched pool), rebuilt for every seed the manifest lists from a
 seed derived from (condition, setting, control, seed), so every job that evaluates a condition draws the same
 control; and `generic` (the top components of a group-blind score, stored in the mask file). An empty mask
-has no controls (nothing to match). Damage (rule `damage`) is in damage.py.
+has no controls (nothing to match). A direction file (unit `directions`) stores its edits and their
+controls, fitted when the masks were built (directions.py); they are read, not drawn, and applied by hooks
+at the positions the manifest names. Damage (rule `damage`) is in damage.py.
 """
 
 from __future__ import annotations

@@ -52,8 +52,12 @@ def _explain(error: jsonschema.ValidationError) -> tuple[str, str, object]:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(error.schema.get("properties", {}))
         return _key([*error.absolute_path, extra[0]]), f"no such key (allowed: {allowed})", None
-    if kind == "oneOf" and isinstance(error.instance, dict) and "description" in error.schema:
-        return key, error.schema["description"].strip(), None
+    if kind == "oneOf" and "description" in error.schema:
+        return (
+            key,
+            error.schema["description"].strip(),
+            None if isinstance(error.instance, dict) else error.instance,
+        )
     expected = {
         "enum": f"one of {value}",
         "type": f"a value of type {value}",
