@@ -445,3 +445,9 @@ def test_the_residual_cache_holds_every_layer_at_the_last_name_token_and_the_ans
             mine[layer, "last_name"], hidden[layer][0, last_name].numpy(), rtol=1e-5, atol=1e-6
         )
         np.testing.assert_allclose(mine[layer, "answer"], hidden[layer][0, -1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_groups_with_the_same_mean_give_an_edit_that_moves_nothing():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [3.0, 2.0], [1.0, 4.0]])
+    edit = mean_difference(x, torch.tensor([False, False, True, True]))
+    assert torch.equal(edit(x), x)

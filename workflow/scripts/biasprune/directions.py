@@ -88,7 +88,8 @@ def mean_difference(x: torch.Tensor, focal: torch.Tensor) -> LayerEdit:
     x = x.double()
     reference, focal_mean = x[~focal].mean(0), x[focal].mean(0)
     difference = reference - focal_mean
-    u = difference / difference.norm()
+    # groups with the same mean have no direction: the edit then moves nothing (left = 0)
+    u = difference / difference.norm() if difference.norm() > 0 else torch.zeros_like(difference)
     return LayerEdit(u[:, None].float(), u[None, :].float(), ((reference + focal_mean) / 2).float())
 
 
