@@ -201,7 +201,14 @@ def build_edits(
             generic = {layer: fit(x, shuffled(focal, seed)) for layer, (x, focal) in data.items()}
         entry = conditions.setdefault(
             name,
-            {"selection": selection, "counts": {}, "pool": {}, "generic": {}, "separation": strength},
+            # the |SMD| that ranks layers; "inf" where a layer separates groups with no spread (valid JSON)
+            {
+                "selection": selection,
+                "counts": {},
+                "pool": {},
+                "generic": {},
+                "separation": {str(k): v if np.isfinite(v) else "inf" for k, v in strength.items()},
+            },
         )
         for setting in chosen_settings:
             count = Setting.parse(setting).count(len(data))
