@@ -156,6 +156,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     # The appendix and the Snakemake report of the same run.
     html = (workdir / "reports/tiny/appendix.html").read_text()
     assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
+    assert "A linear direction found in other contexts removes more of the gap" in html  # claim 5
     findings = pd.read_csv(workdir / "reports/tiny/tables/findings.csv")
     assert set(findings["claim"]) == {1, 2, 3, 4, 5}
     assert set(findings.loc[findings["claim"] == 5, "units"]) == {
