@@ -451,3 +451,40 @@ def test_groups_with_the_same_mean_give_an_edit_that_moves_nothing():
     x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [3.0, 2.0], [1.0, 4.0]])
     edit = mean_difference(x, torch.tensor([False, False, True, True]))
     assert torch.equal(edit(x), x)
+
+
+def test_damage_edits_name_free_text_from_the_start_of_the_users_message(tiny, tmp_path):
+    """On the neutral prompts a from_name edit acts from the message's first token (as if it began with a
+    name), never on the system turn: the damage equals the KL of a forward edited there by hand."""
+    from biasprune.damage import damage_table, mean_kl
+
+    model, tokenizer = tiny
+    adapter = ModelAdapter.of(model)
+    rng = np.random.default_rng(3)
+    rows = []
+    for layer in range(adapter.n_layers + 1):  # only residual layer 0 separates the groups
+        for i, group in enumerate(["White"] * 4 + ["Black"] * 4):
+            vector = rng.normal(size=adapter.d_model) * (0.01 if layer == 0 else 1)
+            vector[0] += 5.0 if group == "Black" and layer == 0 else 0
+            rows.append(("v", layer, f"p{i}", group, "residual", vector.astype(np.float32)))
+    scores = pd.DataFrame(rows, columns=["variation", "layer", "target", "group", "statistic", "values"])
+    parameters = {"layers": [1], "positions": "from_name", "random_seeds": 0}
+    tensors, manifest = build_masks(
+        "directions", "mean_difference", "domain", {"d": scores}, parameters, GROUPS
+    )
+    save_file(tensors, tmp_path / "domain.safetensors")
+    (tmp_path / "domain.json").write_text(json.dumps(manifest))
+    manifest, masks = load_masks(tmp_path / "domain.safetensors", model)
+    text = "Describe the weather in Paris in two sentences."
+    (kl,) = damage_table(model, tokenizer, manifest, masks, [text]).column("kl").to_pylist()
+    edit = mask_of(Evaluation("d", "layers=1", PRUNED, -1, (), True), manifest, masks).layers[0]
+    chat = chat_prompt(tokenizer, text)
+    ids = torch.tensor([tokenizer(chat, add_special_tokens=False)["input_ids"]])
+    start = len(tokenizer(chat[: chat.rindex(text)], add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        base = model(ids).logits.float().log_softmax(-1)[0]
+        embeds = model.get_input_embeddings()(ids)
+        embeds[:, start:] = edit(embeds[:, start:])
+        by_hand = model(inputs_embeds=embeds).logits.float().log_softmax(-1)[0]
+    assert kl == pytest.approx(mean_kl([base], [by_hand]), rel=1e-4)
+    assert kl > 0 and torch.equal(by_hand[:start], base[:start])

@@ -146,4 +146,8 @@ def test_the_limitations_describe_directions_only_when_the_run_has_them():
     config["scoring"]["directions"]["methods"] = ["leace"]
     config["masks"]["directions"] = {"positions": "all"}
     (row,) = [row for row in limitations(config, check, conditions) if row.startswith("Directions")]
-    assert "Directions (leace)" in row and "`all` positions" in row and "upper bound" in row
+    assert (
+        "Directions (leace)" in row
+        and "`all` positions" in row
+        and "first token of the user's message" in row
+    )

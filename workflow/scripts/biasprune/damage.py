@@ -1,7 +1,8 @@
 """Collateral damage of masks (rule `damage`): the mean KL(base || pruned) of next-token distributions over
 every position of the name-free neutral prompts, for every mask of a file and each of its controls (drawn
-and applied as in evaluation). A direction edit is applied at every position here: `from_name` would edit
-nothing on text without a name, so its damage is that of the edit wherever it acts (an upper bound)."""
+and applied as in evaluation). The neutral prompts name nobody, so a `from_name` direction edit acts here
+from the first token of the user's message on, as if the message began with a name: every position of the
+message and after it, never the chat template's system turn (an `all` edit acts everywhere)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 import torch
 
 from .decoding import encode_left_padded
-from .directions import Edit, everywhere
+from .directions import name_tokens
 from .evaluate import Evaluation, applied, controls, mask_of
 from .tokens import chat_prompt
 
@@ -55,17 +56,19 @@ def damage_table(
 ) -> pa.Table:
     """Collateral damage of every mask of a file (and of its random controls) on the neutral prompts."""
     base = next_token_log_probs(model, tokenizer, texts)
+    # where a from_name edit starts on name-free text: the message's first characters stand in for a name
+    starts = name_tokens(
+        tokenizer, [{"text": t, "name_spans": [{"start": 0, "end": min(12, len(t))}]} for t in texts]
+    )
     rows = []
     for condition in manifest["conditions"]:
         for setting in manifest["settings"]:
             for control, seed in controls(manifest, condition, setting):
                 evaluation = Evaluation(condition, setting, control, seed, (), False)
                 mask = mask_of(evaluation, manifest, masks, ablation, means)
-                if isinstance(mask, Edit):
-                    mask = everywhere(mask)
                 kl = 0.0
                 if mask.count():
-                    with applied(model, mask):
+                    with applied(model, mask, starts):
                         kl = mean_kl(base, next_token_log_probs(model, tokenizer, texts))
                 rows.append(
                     {

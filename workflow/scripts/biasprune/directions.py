@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -329,8 +329,3 @@ def edited(model, edit: Edit, names: Iterable[Sequence[int]] = ()) -> Iterator[N
     finally:
         if handle is not None:
             handle.remove()
-
-
-def everywhere(edit: Edit) -> Edit:
-    """The same edit at every position (collateral damage on name-free text, where `from_name` edits none)."""
-    return replace(edit, positions=ALL_POSITIONS)
