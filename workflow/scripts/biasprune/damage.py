@@ -57,9 +57,10 @@ def damage_table(
     """Collateral damage of every mask of a file (and of its random controls) on the neutral prompts."""
     base = next_token_log_probs(model, tokenizer, texts)
     # where a from_name edit starts on name-free text: the message's first characters stand in for a name
-    starts = name_tokens(
-        tokenizer, [{"text": t, "name_spans": [{"start": 0, "end": min(12, len(t))}]} for t in texts]
-    )
+    starts = ()
+    if manifest["unit"] == "directions":
+        spans = [{"text": t, "name_spans": [{"start": 0, "end": min(12, len(t))}]} for t in texts]
+        starts = name_tokens(tokenizer, spans)
     rows = []
     for condition in manifest["conditions"]:
         for setting in manifest["settings"]:

@@ -306,7 +306,11 @@ def edited(model, edit: Edit, names: Iterable[Sequence[int]] = ()) -> Iterator[N
     """Run the block with `edit` applied by hooks on the residual stream (at the positions it names; `names`:
     the name tokens that mark `from_name`). Every hook is removed on exit, also after an error."""
     adapter = ModelAdapter.of(model)
-    by_site = {adapter.residual_site(layer): layer_edit for layer, layer_edit in edit.layers.items()}
+    on_model = {"device": model.device, "dtype": model.dtype}  # moved once, not in every forward
+    by_site = {
+        adapter.residual_site(layer): LayerEdit(*(getattr(layer_edit, name).to(**on_model) for name in PARTS))
+        for layer, layer_edit in edit.layers.items()
+    }
     finder = NameStart(names) if edit.positions == FROM_NAME else None
     where: dict[str, torch.Tensor | None] = {"positions": None}
 

@@ -226,10 +226,7 @@ def build_masks(
 
         tensors, manifest = build_edits(method, scope, scores, parameters, groups)
         # the layers edited are stored like every mask (packed bits); the edits as they are
-        tensors = {
-            name: pack({"": value})[""] if value.dtype == torch.bool else value
-            for name, value in tensors.items()
-        }
+        tensors |= pack({name: value for name, value in tensors.items() if value.dtype == torch.bool})
         manifest["config_hash"] = config_hash({"unit": unit, "method": method, "scope": scope, **parameters})
         return tensors, manifest
     tensors, conditions, shapes = {}, {}, {}
@@ -321,8 +318,8 @@ class MaskFile(Mapping):
     def part(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
         """A condition's `mask`, its matched `pool` or its `generic` control ({} where there is none)."""
         return {
-            name.split("|")[2]: unpack(self._file.get_tensor(name), self._shapes[name.split("|")[2]])
-            for name in self._names.get((condition, setting, part), ())
+            key: unpack(value, self._shapes[key])
+            for key, value in self.tensors(condition, setting, part).items()
         }
 
     def tensors(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .activations import RESIDUAL_REDUCTIONS, RESIDUAL_SITE, WANDA_SITES
+from .methods import method_names
 from .stats import pooled_sd
 
 SCORE_SCHEMA = pa.schema(
@@ -207,7 +208,7 @@ SCORERS = {
         ("directions", method): lambda cache, labels, groups, answers, parameters: residuals(
             cache, labels, groups, parameters.get("position", "name")
         )
-        for method in ("mean_difference", "leace")
+        for method in method_names("directions")
     },
 }
 
