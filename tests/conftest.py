@@ -192,6 +192,53 @@ LLAMA3_TEMPLATE = (
 )
 
 
+# Qwen2.5's split (single digits, unlike Llama-3's runs of up to three) and a ChatML template with a default
+# system line of its own, as Qwen2.5's template writes one when the conversation has none.
+QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+QWEN2_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are Tiny, a helpful assistant.<|im_end|>\n"
+    "{% endif %}" + CHAT_TEMPLATE
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory):
+    """A 2-layer Qwen2 (4 query heads over 2 key/value heads, random non-zero q/k/v biases) with a Qwen2.5-style
+    tokenizer and template, saved like a fetched model."""
+    import torch
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    split = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = trained_tokenizer(
+        split, 700, specials, "<|endoftext|>", "<|im_end|>", "<|endoftext|>", QWEN2_TEMPLATE
+    )
+    torch.manual_seed(1)
+    config = Qwen2Config(
+        **TINY_LLAMA,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for name in ("q_proj", "k_proj", "v_proj"):
+                getattr(layer.self_attn, name).bias.normal_(0, 0.5)
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def llama3_style_tokenizer():
     """A tokenizer built like Llama-3's: its regex split, byte-level BPE, its special tokens and chat template."""
