@@ -149,6 +149,7 @@ def findings_rows(table: pd.DataFrame) -> list[dict]:
                 "statement": first["statement"],
                 "units": first["units"],
                 "setting": first["setting"],
+                "primary": bool(first["primary"]),
                 "verdict": first["verdict"],
                 "css": VERDICT_CSS.get(first["verdict"], "secondary"),
                 "meaning": MEANING.get(first["verdict"], ""),

@@ -107,42 +107,48 @@ def transfer(table: pd.DataFrame):
     )
     axes = axes[:, 0]
     for axis, panel in zip(axes, panels, strict=True):
-        part = table[table["units"] == panel]
-        matrix = part.pivot_table(index="selection", columns="evaluated", values="reduction", aggfunc="first")
-        labels = part.assign(
-            text=[
-                "empty\nmask"
-                if empty
-                else f"{r:.2f}{'*' if s else ''}\n[{lo:.2f}, {hi:.2f}]"
-                if np.isfinite(r)
-                else "n/a"
-                for r, lo, hi, s, empty in zip(
-                    part["reduction"],
-                    part["reduction_low"],
-                    part["reduction_high"],
-                    part["in_sample"],
-                    part["vacuous"],
-                    strict=True,
-                )
-            ]
-        ).pivot_table(index="selection", columns="evaluated", values="text", aggfunc="first")
-        sns.heatmap(
-            matrix.clip(-1, 1),
-            annot=labels.reindex_like(matrix).fillna(""),
-            fmt="",
-            cmap="vlag_r",
-            center=0,
-            vmin=-1,
-            vmax=1,
-            ax=axis,
-            annot_kws={"fontsize": 7},
-            cbar_kws={"label": "relative reduction of |SMD|"},
-        )
+        transfer_panel(axis, table[table["units"] == panel])
         axis.set_title(panel)
-        axis.grid(False)
-        axis.set_xlabel("evaluated domain")
-        axis.set_ylabel("selected on")
     return figure
+
+
+def transfer_panel(axis, part: pd.DataFrame, vmin: float = -1, vmax: float = 1, cbar: bool = True) -> None:
+    """One transfer matrix (one unit, method and setting) as a heat map of the relative reduction, clipped to
+    [-1, 1] and coloured on [vmin, vmax] around 0; each cell's text keeps its value and CI."""
+    matrix = part.pivot_table(index="selection", columns="evaluated", values="reduction", aggfunc="first")
+    labels = part.assign(
+        text=[
+            "empty\nmask"
+            if empty
+            else f"{r:.2f}{'*' if s else ''}\n[{lo:.2f}, {hi:.2f}]"
+            if np.isfinite(r)
+            else "n/a"
+            for r, lo, hi, s, empty in zip(
+                part["reduction"],
+                part["reduction_low"],
+                part["reduction_high"],
+                part["in_sample"],
+                part["vacuous"],
+                strict=True,
+            )
+        ]
+    ).pivot_table(index="selection", columns="evaluated", values="text", aggfunc="first")
+    sns.heatmap(
+        matrix.clip(-1, 1),
+        annot=labels.reindex_like(matrix).fillna(""),
+        fmt="",
+        cmap="vlag_r",
+        center=0,
+        vmin=vmin,
+        vmax=vmax,
+        ax=axis,
+        annot_kws={"fontsize": 7},
+        cbar=cbar,
+        cbar_kws={"label": "relative reduction of |SMD|"} if cbar else None,
+    )
+    axis.grid(False)
+    axis.set_xlabel("evaluated domain")
+    axis.set_ylabel("selected on")
 
 
 def tradeoff(conditions: pd.DataFrame):
