@@ -57,6 +57,8 @@ def get_final_output():
         *expand("results/{model}/metrics/conditions.parquet", model=STUDY.models),
         *expand("reports/{model}/tables/findings.csv", model=STUDY.models),
         *expand("reports/{model}/appendix.html", model=STUDY.models),
+        # the models side by side, where there are several
+        *(["reports/comparison.html"] if len(STUDY.models) > 1 else []),
     ]
 
 
@@ -178,11 +180,16 @@ def placement_scope() -> str:
     return DOMAIN if DOMAIN in scopes else scopes[0]
 
 
-def domain_mask_files(wildcards):
+def placement_masks(model):
+    """The mask files of `model` that show where components sit, one per unit and method."""
     return [
-        f"results/{wildcards.model}/masks/{unit}/{method}/{placement_scope()}.safetensors"
+        f"results/{model}/masks/{unit}/{method}/{placement_scope()}.safetensors"
         for unit, method in STUDY.score_sets
     ]
+
+
+def domain_mask_files(wildcards):
+    return placement_masks(wildcards.model)
 
 
 def domain_manifests(wildcards):
@@ -204,4 +211,22 @@ def appendix_inputs(wildcards):
         "model_check": f"{stem}/model_check.json",
         "model": f"resources/models/{wildcards.model}",
         "prompts": expand("results/prompts/{domain}.parquet", domain=STUDY.domains),
+    }
+
+
+def comparison_inputs(wildcards):
+    """Each model's baseline, transfer and findings tables, model check and placement manifests, in the
+    order of `models` (manifests model-major: the script splits them evenly)."""
+    models = STUDY.models
+    return {
+        **{
+            name: [f"results/{model}/metrics/{name}.parquet" for model in models]
+            for name in ("baseline", "transfer", "findings")
+        },
+        "model_check": [f"results/{model}/model_check.json" for model in models],
+        "manifests": [
+            path.replace(".safetensors", ".json")
+            for model in models
+            for path in placement_masks(model)
+        ],
     }

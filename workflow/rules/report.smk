@@ -246,3 +246,80 @@ rule appendix:
         snakemake_version=SNAKEMAKE_VERSION,
     script:
         "../scripts/appendix.py"
+
+
+rule comparison:
+    """The study's models side by side: tables, figures on one scale and a standalone HTML page."""
+    input:
+        unpack(comparison_inputs),
+    output:
+        html=report(
+            "reports/comparison.html",
+            caption="../report/comparison.rst",
+            category="Comparison",
+            subcategory="Page",
+            labels={"document": "comparison"},
+        ),
+        baseline=report(
+            "reports/comparison/baseline.csv",
+            caption="../report/comparison_tables.rst",
+            category="Comparison",
+            subcategory="Tables",
+            labels={"table": "baseline"},
+        ),
+        findings=report(
+            "reports/comparison/findings.csv",
+            caption="../report/comparison_tables.rst",
+            category="Comparison",
+            subcategory="Tables",
+            labels={"table": "findings"},
+        ),
+        transfer=report(
+            "reports/comparison/transfer.csv",
+            caption="../report/comparison_tables.rst",
+            category="Comparison",
+            subcategory="Tables",
+            labels={"table": "transfer"},
+        ),
+        placement=report(
+            "reports/comparison/placement.csv",
+            caption="../report/comparison_tables.rst",
+            category="Comparison",
+            subcategory="Tables",
+            labels={"table": "placement"},
+        ),
+        baseline_png=report(
+            "reports/comparison/figures/baseline.png",
+            caption="../report/comparison_baseline.rst",
+            category="Comparison",
+            subcategory="Figures",
+            labels={"figure": "baseline", "format": "png"},
+        ),
+        baseline_svg="reports/comparison/figures/baseline.svg",
+        transfer_png=report(
+            "reports/comparison/figures/transfer.png",
+            caption="../report/comparison_transfer.rst",
+            category="Comparison",
+            subcategory="Figures",
+            labels={"figure": "transfer", "format": "png"},
+        ),
+        transfer_svg="reports/comparison/figures/transfer.svg",
+        placement_png=report(
+            "reports/comparison/figures/placement.png",
+            caption="../report/comparison_placement.rst",
+            category="Comparison",
+            subcategory="Figures",
+            labels={"figure": "placement", "format": "png"},
+        ),
+        placement_svg="reports/comparison/figures/placement.svg",
+    log:
+        "logs/comparison.log",
+    benchmark:
+        "benchmarks/comparison.tsv"
+    conda:
+        "../envs/model.yaml"
+    params:
+        comparison=job_params("comparison"),
+        snakemake_version=SNAKEMAKE_VERSION,
+    script:
+        "../scripts/comparison.py"

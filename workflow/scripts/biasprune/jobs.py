@@ -161,6 +161,10 @@ class Jobs:
             **{key: self.config[key] for key in keys},
         }
 
+    def comparison(self, **_) -> dict:
+        """The models compared, in the order of config `models` (the order of every table, panel and column)."""
+        return {"models": list(self.study.models)}
+
     # Resources: settings that change no result -----------------------------------------------------------
     def gpus(self, model: str, **_) -> int:
         return self.study.model(model)["gpus"]
