@@ -69,23 +69,28 @@ def tiny_tokenizer():
     )
 
 
+def tiny_config(config_class, tokenizer, seed: int):
+    """The tiny geometry for `tokenizer`, with the global torch seed set for the weights drawn next."""
+    import torch
+
+    torch.manual_seed(seed)
+    return config_class(
+        **TINY_LLAMA,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tiny_tokenizer):
     """A 2-layer Llama (4 query heads, 2 key/value heads: GQA) saved with its tokenizer, like a fetched model."""
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        **TINY_LLAMA,
-        vocab_size=len(tiny_tokenizer),
-        max_position_embeddings=256,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
     folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(tiny_config(LlamaConfig, tiny_tokenizer, seed=0)).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
 
@@ -219,16 +224,7 @@ def tiny_qwen2_dir(tmp_path_factory):
     tokenizer = trained_tokenizer(
         split, 700, specials, "<|endoftext|>", "<|im_end|>", "<|endoftext|>", QWEN2_TEMPLATE
     )
-    torch.manual_seed(1)
-    config = Qwen2Config(
-        **TINY_LLAMA,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(config)
+    model = Qwen2ForCausalLM(tiny_config(Qwen2Config, tokenizer, seed=1))
     with torch.no_grad():
         for layer in model.model.layers:
             for name in ("q_proj", "k_proj", "v_proj"):

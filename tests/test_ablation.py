@@ -11,9 +11,10 @@ from biasprune.hooks import hook_count, hooks
 from biasprune.models import LINEARS, ModelAdapter, load_model
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_llama_dir):
-    return load_model(tiny_llama_dir, device="cpu", dtype="float32")
+@pytest.fixture(scope="module", params=["tiny_llama_dir", "tiny_qwen2_dir"], ids=["llama", "qwen2"])
+def tiny(request):
+    """Each tiny family: the Llama, and the Qwen2 with q, k and v biases and its own tokenizer."""
+    return load_model(request.getfixturevalue(request.param), device="cpu", dtype="float32")
 
 
 def random_mask(model, unit, ablation="zero", seed=0):

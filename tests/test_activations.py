@@ -31,9 +31,12 @@ GROUPS = ("White", "Black")
 ANSWER = Answer(unit="USD", prefix="$", range=(1, 1e6), grid=(20000.0, 40000.0, 60000.0, 80000.0, 100000.0))
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_llama_dir):
-    return load_model(tiny_llama_dir, device="cpu", dtype="float32", attn_implementation="eager")
+@pytest.fixture(scope="module", params=["tiny_llama_dir", "tiny_qwen2_dir"], ids=["llama", "qwen2"])
+def tiny(request):
+    """Each tiny family: the Llama, and the Qwen2 with q, k and v biases and its own tokenizer."""
+    return load_model(
+        request.getfixturevalue(request.param), device="cpu", dtype="float32", attn_implementation="eager"
+    )
 
 
 @pytest.fixture(scope="module")
