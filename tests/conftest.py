@@ -3,6 +3,7 @@ throwaway copy of the workflow to run Snakemake in."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -256,3 +257,16 @@ def llama3_style_tokenizer():
     return trained_tokenizer(
         split, 2000, specials, "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", LLAMA3_TEMPLATE
     )
+
+
+def write_masks(path: Path, *args, **kwargs) -> dict:
+    """`build_masks(unit, method, scope, scores, parameters, groups, ...)` written through the job's own
+    `TensorWriter` to `path` with its manifest beside it (as the `masks` rule does); returns the manifest."""
+    from biasprune.io import TensorWriter
+    from biasprune.masks import build_masks
+
+    with TensorWriter(path.parent) as writer:
+        manifest = build_masks(*args[:6], writer, *args[6:], **kwargs)
+        writer.save(path)
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    return manifest

@@ -1,15 +1,12 @@
 """Directions: the edits against numpy, the hooks against a hand-edited forward, and planted biases that each
 method must find (and its controls must not)."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import readout_settings
-from safetensors.torch import save_file
+from conftest import readout_settings, write_masks
 
 from biasprune.ablation import Mask, masked
 from biasprune.activations import CACHE_SCHEMA, cache_activations, cache_residuals, write_cache
@@ -26,7 +23,7 @@ from biasprune.directions import (
 )
 from biasprune.evaluate import Evaluation, mask_of
 from biasprune.hooks import hook_count
-from biasprune.masks import build_masks, load_masks
+from biasprune.masks import load_masks
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import read_answers
 from biasprune.scores import score
@@ -309,11 +306,15 @@ def test_each_direction_method_recovers_a_planted_direction_and_its_controls_do_
     assert base_gap > 1e-2  # the plant makes the pairs' answers differ
     scores = direction_scores(model, tokenizer, rows, tmp_path)
     parameters = {"layers": ["all", 1], "positions": "from_name", "random_seeds": 1, "matched_seeds": 1}
-    tensors, manifest = build_masks(
-        "directions", method, "domain", {"purchase": scores}, parameters | {"generic": True}, GROUPS
+    write_masks(
+        tmp_path / "domain.safetensors",
+        "directions",
+        method,
+        "domain",
+        {"purchase": scores},
+        parameters | {"generic": True},
+        GROUPS,
     )
-    save_file(tensors, tmp_path / "domain.safetensors")
-    (tmp_path / "domain.json").write_text(json.dumps(manifest))
     manifest, masks = load_masks(tmp_path / "domain.safetensors", model)
     # the planted layer (the embeddings, residual 0) separates the groups perfectly and is chosen first
     assert manifest["conditions"]["purchase"]["counts"]["layers=1"] == {"0": 1, "1": 0, "2": 0}
@@ -469,11 +470,15 @@ def test_damage_edits_name_free_text_from_the_start_of_the_users_message(tiny, t
             rows.append(("v", layer, f"p{i}", group, "residual", vector.astype(np.float32)))
     scores = pd.DataFrame(rows, columns=["variation", "layer", "target", "group", "statistic", "values"])
     parameters = {"layers": [1], "positions": "from_name", "random_seeds": 0}
-    tensors, manifest = build_masks(
-        "directions", "mean_difference", "domain", {"d": scores}, parameters, GROUPS
+    write_masks(
+        tmp_path / "domain.safetensors",
+        "directions",
+        "mean_difference",
+        "domain",
+        {"d": scores},
+        parameters,
+        GROUPS,
     )
-    save_file(tensors, tmp_path / "domain.safetensors")
-    (tmp_path / "domain.json").write_text(json.dumps(manifest))
     manifest, masks = load_masks(tmp_path / "domain.safetensors", model)
     text = "Describe the weather in Paris in two sentences."
     (kl,) = damage_table(model, tokenizer, manifest, masks, [text]).column("kl").to_pylist()

@@ -55,3 +55,57 @@ def test_parquet_provenance_round_trip(tmp_path):
 def test_sha256_of_a_known_string(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert sha256_file(tmp_path / "f") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_tensor_writer_is_read_back_by_safetensors_itself_aligned_and_leaves_nothing_behind(tmp_path):
+    """Tensors of every element size, odd lengths, empty and 0-d, added in a mixed order: safetensors' own
+    reader returns each one exactly; every tensor starts at a multiple of its element size (checked from the
+    header, which must be padded to 8 bytes); the spool files are gone and a failed save leaves no file."""
+    import json
+    import struct
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from biasprune.io import TensorWriter
+
+    tensors = {
+        "packed": torch.arange(13, dtype=torch.uint8),
+        "indices": torch.tensor([3, 70000, 2**31 - 1], dtype=torch.int32),
+        "flags": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, dtype=torch.int32),
+        "edit": torch.randn(3, 5),
+        "half": torch.randn(7, dtype=torch.bfloat16),
+        "big": torch.tensor([2**40, -1], dtype=torch.int64),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+    path = tmp_path / "out" / "file.safetensors"
+    path.parent.mkdir()
+    with TensorWriter(path.parent) as writer:
+        for name, value in tensors.items():
+            writer.add(name, value)
+        writer.save(path)
+    loaded = load_file(path)
+    assert set(loaded) == set(tensors)
+    for name, value in tensors.items():
+        assert loaded[name].dtype == value.dtype and loaded[name].shape == value.shape, name
+        assert torch.equal(loaded[name], value), name
+    with safe_open(
+        str(path), framework="pt"
+    ) as handle:  # one tensor read alone, as a job reads one condition
+        assert handle.get_tensor("indices").tolist() == [3, 70000, 2**31 - 1]
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    assert size % 8 == 0
+    for name, value in tensors.items():
+        start, end = header[name]["data_offsets"]
+        assert start % value.element_size() == 0 and end - start == value.numel() * value.element_size()
+    assert len(raw) == 8 + size + sum(v.numel() * v.element_size() for v in tensors.values())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["file.safetensors"]  # spools are unnamed
+
+    with pytest.raises(KeyError), TensorWriter(tmp_path) as writer:
+        writer.add("fine", torch.zeros(2))
+        writer.add("not storable", torch.zeros(2, dtype=torch.complex64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -6,17 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
+from conftest import write_masks
+from safetensors.torch import load_file, save_file
 
 from biasprune.errors import ConfigError
 from biasprune.masks import (
     Candidate,
-    build_masks,
     combine,
+    decode,
+    encode,
     load_masks,
-    pack,
     select_units,
-    unpack,
 )
 from biasprune.vocabulary import scope_selections, settings
 
@@ -90,16 +90,34 @@ def test_frequency_rule_takes_the_k_most_frequent_heads_ties_by_summed_score():
     assert not combine(candidates, "intersection")[0]["0"].any()
 
 
-def test_packing_round_trip():
-    mask = {"0.q_proj": torch.rand(7, 5) < 0.3}
-    assert torch.equal(unpack(pack(mask)["0.q_proj"], (7, 5)), mask["0.q_proj"])
+def test_a_mask_is_stored_as_indices_when_they_are_smaller_than_packed_bits():
+    generator = torch.Generator().manual_seed(0)
+    # 64 x 50 = 3,200 entries: packed bits take 400 bytes, so up to 99 int32 indices (396 bytes) are smaller.
+    for count, kind in [
+        (0, torch.int32),
+        (1, torch.int32),
+        (99, torch.int32),
+        (100, torch.uint8),
+        (1600, torch.uint8),
+    ]:
+        mask = torch.zeros(3200, dtype=torch.bool)
+        mask[torch.randperm(3200, generator=generator)[:count]] = True
+        mask = mask.view(64, 50)
+        stored = encode(mask)
+        assert stored.dtype == kind
+        if kind == torch.int32:  # the sorted flat positions, by hand
+            assert stored.tolist() == [i for i, x in enumerate(mask.flatten().tolist()) if x]
+        else:  # numpy's bit order: the first entry is the high bit of the first byte
+            assert stored.tolist() == np.packbits(mask.numpy().ravel()).tolist()
+        assert torch.equal(decode(stored, (64, 50)), mask)
+    assert torch.equal(decode(encode(torch.tensor([True] * 7)), (7,)), torch.ones(7, dtype=torch.bool))
 
 
 def scores_table(rows):
     return pd.DataFrame(rows, columns=["variation", "layer", "target", "group", "statistic", "values"])
 
 
-def test_neuron_masks_take_the_configured_share_and_attribution_points_against_the_bias():
+def test_neuron_masks_take_the_configured_share_and_attribution_points_against_the_bias(tmp_path):
     rng = np.random.default_rng(0)
     effects = {
         ("v1", 0): rng.normal(size=50),
@@ -113,7 +131,9 @@ def test_neuron_masks_take_the_configured_share_and_attribution_points_against_t
     baseline = pd.DataFrame(
         {"domain": ["d", "d"], "variation": ["v1", "v2"], "level": "variation", "smd": [0.5, -0.4]}
     )
-    tensors, manifest = build_masks(
+    path = tmp_path / "neurons.safetensors"
+    manifest = write_masks(
+        path,
         "neurons",
         "attribution",
         "variation",
@@ -122,13 +142,14 @@ def test_neuron_masks_take_the_configured_share_and_attribution_points_against_t
         GROUPS,
         baseline,
     )
+    tensors = load_file(path)
     assert sum(manifest["conditions"]["d/v1"]["counts"]["fraction=0.05"].values()) == 5  # 5% of 100 units
     assert manifest["random_seeds"] == [0, 1]
-    chosen = torch.cat([unpack(tensors[f"d/v1|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
+    chosen = torch.cat([decode(tensors[f"d/v1|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
     # SMD of v1 is positive: the units whose zeroing lowers it most (most negative effect) are chosen.
     scores = np.concatenate([effects["v1", 0], effects["v1", 1]])
     assert set(np.nonzero(chosen.numpy())[0]) == set(np.argsort(scores)[:5])
-    chosen = torch.cat([unpack(tensors[f"d/v2|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
+    chosen = torch.cat([decode(tensors[f"d/v2|fraction=0.05|{k}"], (50,)) for k in ("0", "1")])
     scores = np.concatenate([effects["v2", 0], effects["v2", 1]])
     assert set(np.nonzero(chosen.numpy())[0]) == set(np.argsort(-scores)[:5])  # negative SMD: the opposite
 
@@ -138,7 +159,7 @@ def test_a_mask_file_for_another_model_is_refused(tmp_path, tiny_llama_dir):
 
     model, _ = load_model(tiny_llama_dir, device="cpu")
     mask = {"0": torch.tensor([True] + [False] * 99)}
-    save_file({f"d/v|share=0.1|{k}": v for k, v in pack(mask).items()}, tmp_path / "heads.safetensors")
+    save_file({f"d/v|share=0.1|{k}": encode(v) for k, v in mask.items()}, tmp_path / "heads.safetensors")
     manifest = {"unit": "heads", "shapes": {"0": [100]}}
     (tmp_path / "heads.json").write_text(json.dumps(manifest))
     with pytest.raises(
@@ -147,7 +168,7 @@ def test_a_mask_file_for_another_model_is_refused(tmp_path, tiny_llama_dir):
         load_masks(tmp_path / "heads.safetensors", model)
     manifest["shapes"]["0"] = [4]
     save_file(
-        {f"d/v|share=0.1|{k}": v for k, v in pack({"0": torch.tensor([True, False, False, True])}).items()},
+        {"d/v|share=0.1|0": encode(torch.tensor([True, False, False, True]))},
         tmp_path / "heads.safetensors",
     )
     (tmp_path / "heads.json").write_text(json.dumps(manifest))
@@ -159,7 +180,7 @@ def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_d
     from biasprune.export import export_pruned
 
     save_file(
-        {f"car|share=0.5|{k}": v for k, v in pack({"0": torch.tensor([True, False, False, False])}).items()},
+        {"car|share=0.5|0": encode(torch.tensor([True, False, False, False]))},
         tmp_path / "heads.safetensors",
     )
     (tmp_path / "heads.json").write_text(
@@ -173,7 +194,7 @@ def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_d
     assert not (tmp_path / "out").exists()
 
 
-def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tiny_llama_dir):
+def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tmp_path, tiny_llama_dir):
     from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
     from biasprune.selection import intersect, wanda_set_difference
 
@@ -189,51 +210,72 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(ti
         for group in GROUPS
     ]
     table = scores_table(rows)
-    parameters = {"tau": [[0.3, 0.2]], "select": ["focal"], "random_seeds": 1}
-    tensors, manifest = build_masks(
-        "weights", "wanda", "domain", {"d": table}, parameters, GROUPS, model=model
-    )
-    setting = "tau=0.3,0.2;select=focal"
+    # the second pair gives masks sparse enough to be stored as indices (the first: packed bits)
+    parameters = {"tau": [[0.3, 0.2], [0.04, 0.3]], "select": ["focal"], "random_seeds": 1}
+    path = tmp_path / "weights.safetensors"
+    manifest = write_masks(path, "weights", "wanda", "domain", {"d": table}, parameters, GROUPS, model=model)
+    tensors = load_file(path)
     norm = {(v, layer, site, group): torch.tensor(x) for v, layer, site, group, _, x in rows}
-    for layer in range(2):
-        for linear in LINEARS:
-            key, site = f"{layer}.{linear}", LINEAR_INPUTS[linear]
-            weight = adapter.linear(layer, linear).weight.detach()
-            per_variation = [
-                {
-                    key: wanda_set_difference(
-                        weight, norm[v, layer, site, "Black"], norm[v, layer, site, "White"], 0.3, 0.2
-                    )
-                }
-                for v in ("a", "b")
-            ]
-            expected = intersect(per_variation)[key]
-            assert torch.equal(unpack(tensors[f"d|{setting}|{key}"], weight.shape), expected), key
-            assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
-            # Matched pool: entries in the selected group's top 30% of |W| * ||X|| in both variations.
-            magnitude = weight.abs().numpy()
-            pools = []
-            for v in ("a", "b"):
-                score = (magnitude * norm[v, layer, site, "Black"].numpy()[None, :]).ravel()
-                pool = np.zeros(score.size, bool)
-                pool[np.argsort(-score, kind="stable")[: int(0.3 * score.size)]] = True
-                pools.append(pool.reshape(weight.shape))
-            pool = unpack(tensors[f"d|{setting}|{key}|pool"], weight.shape).numpy()
-            assert (pool == (pools[0] & pools[1])).all() and not (expected.numpy() & ~pool).any()
-            # Generic: as many entries as the mask, the largest pooled (group-blind) Wanda scores.
-            blind = sum(
-                magnitude
-                * np.sqrt(
-                    norm[v, layer, site, "Black"].numpy() ** 2 + norm[v, layer, site, "White"].numpy() ** 2
-                )[None, :]
-                for v in ("a", "b")
-            ).ravel()
-            generic = unpack(tensors[f"d|{setting}|{key}|generic"], weight.shape).numpy().ravel()
-            count = int(expected.sum())
-            assert generic.sum() == count
-            if count:
-                assert blind[generic].min() >= np.sort(blind)[-count] - 1e-6
+    total = {"bits": 0, "indices": 0}
+    for tau_select, tau_protect in parameters["tau"]:
+        setting = f"tau={tau_select},{tau_protect};select=focal"
+        stored = {"bits": 0, "indices": 0}
+        for layer in range(2):
+            for linear in LINEARS:
+                key, site = f"{layer}.{linear}", LINEAR_INPUTS[linear]
+                weight = adapter.linear(layer, linear).weight.detach()
+                per_variation = [
+                    {
+                        key: wanda_set_difference(
+                            weight,
+                            norm[v, layer, site, "Black"],
+                            norm[v, layer, site, "White"],
+                            tau_select,
+                            tau_protect,
+                        )
+                    }
+                    for v in ("a", "b")
+                ]
+                expected = intersect(per_variation)[key]
+                assert torch.equal(decode(tensors[f"d|{setting}|{key}"], weight.shape), expected), key
+                for part in (
+                    "",
+                    "|pool",
+                    "|generic",
+                ):  # indices where 4 bytes each are fewer than packed bits
+                    stored_part = tensors[f"d|{setting}|{key}{part}"]
+                    sparse = 4 * int(decode(stored_part, weight.shape).sum()) < weight.numel() / 8
+                    stored["indices" if sparse else "bits"] += 1
+                    assert stored_part.dtype == (torch.int32 if sparse else torch.uint8)
+                assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
+                # Matched pool: entries in the selected group's top tau of |W| * ||X|| in both variations.
+                magnitude = weight.abs().numpy()
+                pools = []
+                for v in ("a", "b"):
+                    score = (magnitude * norm[v, layer, site, "Black"].numpy()[None, :]).ravel()
+                    pool = np.zeros(score.size, bool)
+                    pool[np.argsort(-score, kind="stable")[: int(tau_select * score.size)]] = True
+                    pools.append(pool.reshape(weight.shape))
+                pool = decode(tensors[f"d|{setting}|{key}|pool"], weight.shape).numpy()
+                assert (pool == (pools[0] & pools[1])).all() and not (expected.numpy() & ~pool).any()
+                # Generic: as many entries as the mask, the largest pooled (group-blind) Wanda scores.
+                blind = sum(
+                    magnitude
+                    * np.sqrt(
+                        norm[v, layer, site, "Black"].numpy() ** 2
+                        + norm[v, layer, site, "White"].numpy() ** 2
+                    )[None, :]
+                    for v in ("a", "b")
+                ).ravel()
+                generic = decode(tensors[f"d|{setting}|{key}|generic"], weight.shape).numpy().ravel()
+                count = int(expected.sum())
+                assert generic.sum() == count
+                if count:
+                    assert blind[generic].min() >= np.sort(blind)[-count] - 1e-6
+        assert manifest["conditions"]["d"]["stored"][setting] == stored
+        total = {kind: total[kind] + stored[kind] for kind in total}
     assert manifest["conditions"]["d"]["selection"] == {"d": ["a", "b"]}
+    assert manifest["stored"] == total and total["bits"] and total["indices"]  # the choice is per tensor
 
 
 def test_top_k_heads_and_a_k_larger_than_the_model_has():

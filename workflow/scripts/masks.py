@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from safetensors.torch import save_file
 
-from biasprune.io import atomic_path
+from biasprune.io import TensorWriter, atomic_path
 from biasprune.logs import log_to
 from biasprune.masks import build_masks
 from biasprune.models import load_model
@@ -18,19 +17,20 @@ with log_to(snakemake.log[0]):
     if unit == "weights":  # the Wanda score multiplies the cached norms by the weights
         runtime = snakemake.params.model
         model, _ = load_model(snakemake.input.model, "cpu", runtime["dtype"])
-    tensors, manifest = build_masks(
-        unit,
-        method,
-        scope,
-        scores,
-        snakemake.params.parameters,
-        snakemake.params.groups,
-        baseline=pd.read_parquet(snakemake.input.baseline),
-        model=model,
-    )
-    manifest["model"] = snakemake.wildcards.model
-    with atomic_path(snakemake.output.masks) as tmp:
-        save_file(tensors, tmp)
+    with TensorWriter(Path(snakemake.output.masks).parent) as writer:
+        manifest = build_masks(
+            unit,
+            method,
+            scope,
+            scores,
+            snakemake.params.parameters,
+            snakemake.params.groups,
+            writer,
+            baseline=pd.read_parquet(snakemake.input.baseline),
+            model=model,
+        )
+        manifest["model"] = snakemake.wildcards.model
+        writer.save(snakemake.output.masks)
     with atomic_path(snakemake.output.manifest) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     for name, entry in manifest["conditions"].items():

@@ -1,4 +1,4 @@
-"""Masks from scores: what each condition prunes, at every scope, stored as packed bits with a manifest.
+"""Masks from scores: what each condition prunes, at every scope, stored with a manifest.
 
 Conditions (names inside a mask file):
 - scope `variation`: `{domain}/{variation}`, selected on that variation's prompts;
@@ -16,6 +16,11 @@ set, the same rule over the variations; units: the 2K units ranked just below th
 control (as many components by a group-blind score: pooled Wanda, pooled attention mass; omitted where it
 equals the mask, as for the paper's head score, which is already the sum over both groups). Random draws
 are not stored: `selection.random_like(mask, seed[, pool])` rebuilds them for every seed the manifest lists.
+
+Storage: each mask of one matrix (or layer) is written to disk as soon as it is made (`io.TensorWriter`), so
+the job's memory holds one matrix's candidates, never a file; it is stored as sorted indices where they take
+fewer bytes than packed bits (sparse masks) and as packed bits otherwise (`encode`); the manifest counts
+both per condition and setting. A job that applies one condition reads only that condition's tensors.
 """
 
 from __future__ import annotations
@@ -172,13 +177,32 @@ def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dic
     return mask, pool, None if blind is None else top_like(mask, blind)
 
 
-def pack(mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(np.packbits(value.numpy().ravel())) for key, value in mask.items()}
+INDEX_BYTES = {torch.int32: 4, torch.int64: 8}
 
 
-def unpack(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+def encode(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask as stored: its sorted flat indices (int32; int64 beyond 2**31 - 1 entries) where they take
+    fewer bytes than packed bits, else packed bits (uint8, numpy's bit order). `decode` tells them apart by
+    dtype."""
+    numel, count = mask.numel(), int(mask.sum())
+    index = torch.int32 if numel < 2**31 else torch.int64
+    if count * INDEX_BYTES[index] < (numel + 7) // 8:
+        return mask.flatten().nonzero().flatten().to(index)
+    return torch.from_numpy(np.packbits(mask.numpy().ravel()))
+
+
+def decode(stored: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The bool mask of `shape` that `encode` stored."""
     count = int(np.prod(shape))
-    return torch.from_numpy(np.unpackbits(packed.numpy(), count=count).astype(bool).reshape(shape))
+    if stored.dtype == torch.uint8:
+        return torch.from_numpy(np.unpackbits(stored.numpy(), count=count).astype(bool).reshape(shape))
+    out = torch.zeros(count, dtype=torch.bool)
+    out[stored.long()] = True
+    return out.view(*shape)
+
+
+def encoding(stored: torch.Tensor) -> str:
+    return "bits" if stored.dtype == torch.uint8 else "indices"
 
 
 def check_shapes(manifest: dict, model, file) -> None:
@@ -212,24 +236,29 @@ def build_masks(
     scores: dict[str, pd.DataFrame],
     parameters: dict,
     groups: Sequence[str],
+    out,
     baseline: pd.DataFrame | None = None,
     model=None,
-) -> tuple[dict[str, torch.Tensor], dict]:
+) -> dict:
     """Every condition of one scope for one unit and method, with each condition's matched pool and generic
-    control: packed tensors and the manifest.
+    control: each stored tensor is handed to `out.add(name, tensor)` (an `io.TensorWriter`) as it is made;
+    returns the manifest.
 
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
-    matrix's candidates for every variation, never a whole model's.
+    matrix's candidates for every variation, never a whole model's nor a file's.
     """
     if unit == "directions":  # fitted edits of the residual stream, not a choice of components
         from .directions import build_edits
 
         tensors, manifest = build_edits(method, scope, scores, parameters, groups)
-        # the layers edited are stored like every mask (packed bits); the edits as they are
-        tensors |= pack({name: value for name, value in tensors.items() if value.dtype == torch.bool})
+        for (
+            name,
+            value,
+        ) in tensors.items():  # the layers edited are stored like every mask; the edits as they are
+            out.add(name, encode(value) if value.dtype == torch.bool else value)
         manifest["config_hash"] = config_hash({"unit": unit, "method": method, "scope": scope, **parameters})
-        return tensors, manifest
-    tensors, conditions, shapes = {}, {}, {}
+        return manifest
+    conditions, shapes, stored = {}, {}, {"bits": 0, "indices": 0}
     rule = parameters.get("common", "intersection")
     variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
     selections = scope_selections(scope, variations)
@@ -239,7 +268,7 @@ def build_masks(
             chosen = [candidates[d, v] for d, names in selection.items() for v in names]
             mask, pool, generic = combine(chosen, rule)
             entry = conditions.setdefault(
-                name, {"selection": selection, "counts": {}, "pool": {}, "generic": {}}
+                name, {"selection": selection, "counts": {}, "pool": {}, "generic": {}, "stored": {}}
             )
             entry["counts"].setdefault(setting, {}).update({key: int(v.sum()) for key, v in mask.items()})
             entry["pool"][setting] = entry["pool"].get(setting, 0) + _count(pool)
@@ -257,8 +286,13 @@ def build_masks(
             )
             shapes.update({key: list(value.shape) for key, value in mask.items()})
             parts = {"": mask, "|pool": pool} | ({"|generic": generic} if kept else {})
+            kinds = entry["stored"].setdefault(setting, {"bits": 0, "indices": 0})
             for suffix, part in parts.items():
-                tensors.update({f"{name}|{setting}|{key}{suffix}": v for key, v in pack(part).items()})
+                for key, value in part.items():
+                    encoded = encode(value)
+                    kinds[encoding(encoded)] += 1
+                    stored[encoding(encoded)] += 1
+                    out.add(f"{name}|{setting}|{key}{suffix}", encoded)
 
     for setting in settings(unit, parameters):
         if unit != "weights":
@@ -296,14 +330,15 @@ def build_masks(
         "generic": bool(parameters.get("generic", False)),
         "conditions": conditions,
         "shapes": shapes,
+        "stored": stored,  # tensors stored as packed bits and as sorted indices (`encode`)
         "config_hash": config_hash({"unit": unit, "method": method, "scope": scope, **parameters}),
     }
-    return tensors, manifest
+    return manifest
 
 
 class MaskFile(Mapping):
-    """{(condition, setting): {key: bool tensor}} of a mask file, unpacked on access (a weights file holds
-    a model-sized mask per condition: a job unpacks only the ones it applies)."""
+    """{(condition, setting): {key: bool tensor}} of a mask file, decoded on access (a weights file holds
+    a model-sized mask per condition: a job reads and decodes only the ones it applies)."""
 
     def __init__(self, path, manifest: dict):
         from safetensors import safe_open
@@ -318,12 +353,12 @@ class MaskFile(Mapping):
     def part(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
         """A condition's `mask`, its matched `pool` or its `generic` control ({} where there is none)."""
         return {
-            key: unpack(value, self._shapes[key])
+            key: decode(value, self._shapes[key])
             for key, value in self.tensors(condition, setting, part).items()
         }
 
     def tensors(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
-        """A part stored as it is (not packed bits): the float tensors of a direction edit."""
+        """A part as stored (not decoded): the float tensors of a direction edit."""
         return {
             name.split("|")[2]: self._file.get_tensor(name)
             for name in self._names.get((condition, setting, part), ())
