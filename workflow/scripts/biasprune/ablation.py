@@ -127,17 +127,18 @@ def masked(model, mask: Mask, how: str = "hooks") -> Iterator[None]:
     """Run the block with `mask` applied by `hooks` or by `edit`ing weights (restored exactly on exit)."""
     adapter = ModelAdapter.of(model)
     if how == "edit":
-        edits = _edits(adapter, mask)
-        saved = [weight.detach().clone() for weight, _ in edits]
+        edits = [(weight, pruned.to(weight.device)) for weight, pruned in _edits(adapter, mask)]
+        # only the entries zeroed are kept (in row-major order), not a copy of every matrix edited
+        saved = [weight.detach()[pruned] for weight, pruned in edits]
         try:
             with torch.no_grad():
                 for weight, pruned in edits:
-                    weight.masked_fill_(pruned.to(weight.device), 0)
+                    weight.masked_fill_(pruned, 0)
             yield
         finally:
             with torch.no_grad():
-                for (weight, _), original in zip(edits, saved, strict=True):
-                    weight.copy_(original)
+                for (weight, pruned), original in zip(edits, saved, strict=True):
+                    weight.masked_scatter_(pruned, original)
         return
     if mask.unit == "weights" or (mask.unit == "heads" and mask.ablation == "q_zero"):
         with _linear_output_hooks(adapter, mask):
