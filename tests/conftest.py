@@ -15,6 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
+from biasprune.synthetic import (  # noqa: E402 (the library is found through the path above)
+    CHATML_TEMPLATE,
+    SHAPES,
+    chatml_tokenizer,
+    model_config,
+    trained_tokenizer,
+)
+
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
 WORKFLOW_FILES = ("workflow", "config", "resources/prompts", "profiles")
@@ -30,44 +38,21 @@ TINY_SETS = (
     ("directions", "leace"),
 )
 # The tiny test model's geometry: 2 layers, 4 query heads sharing 2 key/value heads (GQA).
-TINY_LLAMA = dict(
-    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-)
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+TINY_LLAMA = {
+    key: value
+    for key, value in SHAPES["tiny"].items()
+    if key not in ("vocab_size", "max_position_embeddings")
+}
 
 
-def trained_tokenizer(
-    pre_tokenizer, vocab_size: int, specials: list[str], bos: str, eos: str, pad: str, template: str
-):
-    """A byte-level BPE tokenizer trained on the study's own prompt files (fast: it has offset mappings)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = [path.read_text() for path in (ROOT / "resources" / "prompts").iterdir()]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet)
-    tokenizer.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, chat_template=template
-    )
+def prompt_corpus() -> list[str]:
+    return [path.read_text() for path in sorted((ROOT / "resources" / "prompts").iterdir())]
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A small ChatML-style tokenizer, like SmolLM2's."""
-    from tokenizers import pre_tokenizers
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    return trained_tokenizer(
-        byte_level, 600, specials, "<|im_start|>", "<|im_end|>", "<|endoftext|>", CHAT_TEMPLATE
-    )
+    return chatml_tokenizer(ROOT / "resources" / "prompts")
 
 
 def tiny_config(config_class, tokenizer, seed: int):
@@ -75,14 +60,7 @@ def tiny_config(config_class, tokenizer, seed: int):
     import torch
 
     torch.manual_seed(seed)
-    return config_class(
-        **TINY_LLAMA,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return model_config(config_class, "tiny", tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +181,7 @@ LLAMA3_TEMPLATE = (
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 QWEN2_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are Tiny, a helpful assistant.<|im_end|>\n"
-    "{% endif %}" + CHAT_TEMPLATE
+    "{% endif %}" + CHATML_TEMPLATE
 )
 
 
@@ -223,7 +201,7 @@ def tiny_qwen2_dir(tmp_path_factory):
     )
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = trained_tokenizer(
-        split, 700, specials, "<|endoftext|>", "<|im_end|>", "<|endoftext|>", QWEN2_TEMPLATE
+        prompt_corpus(), split, 700, specials, "<|endoftext|>", "<|im_end|>", "<|endoftext|>", QWEN2_TEMPLATE
     )
     model = Qwen2ForCausalLM(tiny_config(Qwen2Config, tokenizer, seed=1))
     with torch.no_grad():
@@ -255,7 +233,14 @@ def llama3_style_tokenizer():
         "<|eot_id|>",
     ]
     return trained_tokenizer(
-        split, 2000, specials, "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", LLAMA3_TEMPLATE
+        prompt_corpus(),
+        split,
+        2000,
+        specials,
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        LLAMA3_TEMPLATE,
     )
 
 
