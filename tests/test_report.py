@@ -172,3 +172,24 @@ def test_the_limitations_describe_directions_only_when_the_run_has_them():
         and "`all` positions" in row
         and "first token of the user's message" in row
     )
+
+
+def test_the_overlap_figure_of_a_one_domain_study_says_there_is_no_pair_to_overlap():
+    """One domain: no two domains' masks (the figure used to fail with zero panels); two units: two panels,
+    each the hand-made matrix."""
+    from biasprune.figures import overlap
+
+    figure = overlap(pd.DataFrame(columns=["a", "b", "jaccard", "units"]))
+    assert [text.get_text() for text in figure.axes[0].texts] == [
+        "One domain: no two domains' masks to overlap."
+    ]
+    rows = [
+        {"a": a, "b": b, "jaccard": 1.0 if a == b else 0.25, "units": units}
+        for units in ("heads (name_attention)", "weights (wanda)")
+        for a in ("car", "job")
+        for b in ("car", "job")
+    ]
+    figure = overlap(pd.DataFrame(rows))
+    panels = [axis for axis in figure.axes if axis.get_title()]
+    assert [axis.get_title() for axis in panels] == ["heads (name_attention)", "weights (wanda)"]
+    assert sorted(text.get_text() for text in panels[0].texts) == ["0.25", "0.25", "1.00", "1.00"]

@@ -201,8 +201,14 @@ def components(per_layer: pd.DataFrame, heads: pd.DataFrame):
 
 
 def overlap(table: pd.DataFrame):
-    """Jaccard overlap of the domains' masks, one panel per unit and method."""
+    """Jaccard overlap of the domains' masks, one panel per unit and method (a study of one domain has no
+    pair to overlap: the figure says so)."""
     units = sorted(table["units"].unique())
+    if not units:
+        figure, axis = plt.subplots(figsize=(4, 1.2))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "One domain: no two domains' masks to overlap.", ha="center", va="center")
+        return figure
     figure, axes = plt.subplots(1, len(units), figsize=(4 * len(units), 3.6), squeeze=False)
     for axis, unit in zip(axes[0], units, strict=True):
         matrix = table[table["units"] == unit].pivot_table(

@@ -11,11 +11,24 @@ from collections.abc import Iterator
 from .errors import ConfigError
 
 
+GPU_PEAK = "biasprune: peak GPU memory"
+
+
+def gpu_peak() -> str | None:
+    """The line that ends a job's log where it used a GPU: torch's peak allocation on the current device, in
+    GiB (`scripts/gpu-check.sh` reads it); None in a process that never used CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return f"{GPU_PEAK} {torch.cuda.max_memory_allocated() / 2**30:.3f} GiB"
+
+
 @contextlib.contextmanager
 def log_to(path: str | os.PathLike) -> Iterator[None]:
     """Redirect stdout and stderr (file descriptors too, so library and C output land there) to `path`.
 
-    A ConfigError is also printed as one line on the console, where the user is looking.
+    A ConfigError is also printed as one line on the console, where the user is looking. A job that used a
+    GPU ends its log with its peak GPU memory (`gpu_peak`).
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -34,6 +47,8 @@ def log_to(path: str | os.PathLike) -> Iterator[None]:
             traceback.print_exc()
             raise
         finally:
+            if peak := gpu_peak():
+                print(peak)
             sys.stdout.flush()
             sys.stderr.flush()
             for fd, copy in saved.items():
