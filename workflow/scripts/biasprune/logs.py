@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 from .errors import ConfigError
 
-
 GPU_PEAK = "biasprune: peak GPU memory"
 
 
