@@ -23,12 +23,18 @@ SUFFIX = (
 )
 
 
-def embedded_model():
-    """The converted embedded model, fetched by the workflow's own rule when it is not there yet."""
+def embedded_folder() -> Path:
+    """The converted embedded model's folder, fetched by the workflow's own rule when it is not there yet."""
     folder = ROOT / "resources" / "models" / MODEL
     if not folder.is_dir():
         snakemake = Path(sys.executable).parent / "snakemake"
         subprocess.run([str(snakemake), "--cores", "2", f"resources/models/{MODEL}"], cwd=ROOT, check=True)
+    return folder
+
+
+def embedded_model():
+    """The converted embedded model (fetched when missing), loaded in float32 on the CPU with 2 threads."""
+    folder = embedded_folder()
     torch.set_num_threads(2)
     return load_model(folder, device="cpu", dtype="float32")
 

@@ -42,8 +42,9 @@ MODEL_RULES = (
 )
 
 
-def study_config(model_dir: Path, device: str, dtype: str) -> dict:
-    """The default study's config cut to 8 prompts of one domain, on the random model."""
+def study_config(model_dir: Path, device: str, dtype: str, scopes=("variation", "loo", "domain")) -> dict:
+    """The default study's config cut to 8 prompts of one domain (every scope but `cross`, which needs two
+    domains), on the model of `model_dir`."""
     import yaml
 
     from biasprune.vocabulary import settings
@@ -64,7 +65,7 @@ def study_config(model_dir: Path, device: str, dtype: str) -> dict:
     config["domains"] = ["purchase"]
     config["variations"] = {"purchase": ["chair", "car"]}
     config["metrics"] |= {"bootstrap": 200}
-    config["masks"] |= {"scopes": ["variation", "loo", "domain"], "random_scopes": ["domain"]}
+    config["masks"] |= {"scopes": list(scopes), "random_scopes": ["domain"]}
     first = settings("weights", config["masks"]["weights"])[0]
     config["export"] = {"unit": "weights", "method": "wanda", "scope": "domain", "condition": "purchase"}
     config["export"]["setting"] = first
@@ -95,6 +96,25 @@ def job_table(workdir: Path) -> list[dict]:
     return sorted(rows, key=lambda row: (order.get(row["rule"], len(order)), row["rule"], row["job"]))
 
 
+def run_study(model_dir: Path, workdir: Path, device: str, dtype: str, cores: int, **config) -> int:
+    """The one-domain study (`study_config`) on the model of `model_dir`, run by Snakemake in `workdir` (a copy
+    of the workflow): every model job and the metrics over them, not the report (no model job feeds it
+    differently). Returns Snakemake's exit status; `job_table(workdir)` lists the jobs."""
+    import yaml
+
+    for item in WORKFLOW_FILES:
+        shutil.copytree(ROOT / item, workdir / item, dirs_exist_ok=True)
+    (workdir / "config" / "gpu-check.yaml").write_text(
+        yaml.safe_dump(study_config(model_dir, device, dtype, **config))
+    )
+    snakemake = Path(sys.executable).parent / "snakemake"
+    targets = [
+        f"results/{MODEL}/{path}" for path in ("model_check.json", "metrics/conditions.parquet", "pruned")
+    ]
+    command = [str(snakemake), *targets, "--cores", str(cores), "--configfile", "config/gpu-check.yaml"]
+    return subprocess.run(command, cwd=workdir).returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shape", nargs="?", default="llama-3-8b", choices=sorted(SHAPES))
@@ -107,7 +127,6 @@ def main(argv=None) -> int:
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
 
     import torch
-    import yaml
 
     if device == "cuda" and not torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
@@ -117,8 +136,6 @@ def main(argv=None) -> int:
         )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="biasprune-gpu-check."))
     try:
-        for item in WORKFLOW_FILES:
-            shutil.copytree(ROOT / item, workdir / item, dirs_exist_ok=True)
         tokenizer = chatml_tokenizer(ROOT / "resources" / "prompts")
         where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
         count = n_parameters(args.shape, len(tokenizer))
@@ -132,30 +149,15 @@ def main(argv=None) -> int:
         )
         if device == "cuda":
             torch.cuda.empty_cache()  # the model was drawn here; the jobs load their own copy
-        config = study_config(model_dir, device, dtype)
-        (workdir / "config" / "gpu-check.yaml").write_text(yaml.safe_dump(config))
-        snakemake = Path(sys.executable).parent / "snakemake"
-        # every model job and the metrics over them; not the report, which no model job feeds differently
-        targets = [
-            f"results/{MODEL}/{path}" for path in ("model_check.json", "metrics/conditions.parquet", "pruned")
-        ]
-        command = [
-            str(snakemake),
-            *targets,
-            "--cores",
-            str(args.cores),
-            "--configfile",
-            "config/gpu-check.yaml",
-        ]
-        run = subprocess.run(command, cwd=workdir)
+        returncode = run_study(model_dir, workdir, device, dtype, args.cores)
         rows = job_table(workdir)
         print(f"{'rule':<20} {'job':<48} {'s':>8} {'peak RSS MB':>12} {'peak GPU GiB':>13}")
         for row in rows:
             gpu = "-" if row["gpu_gib"] is None else f"{row['gpu_gib']:.3f}"
             print(f"{row['rule']:<20} {row['job']:<48} {row['s']:>8.1f} {row['max_rss_mb']:>12.0f} {gpu:>13}")
-        if run.returncode:
+        if returncode:
             print(
-                f"gpu-check: FAILED (snakemake exit {run.returncode}); logs in {workdir}/logs",
+                f"gpu-check: FAILED (snakemake exit {returncode}); logs in {workdir}/logs",
                 file=sys.stderr,
             )
             return 1

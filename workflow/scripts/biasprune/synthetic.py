@@ -18,6 +18,44 @@ SHAPES = {
         vocab_size=0,  # the tokenizer's own size
         max_position_embeddings=256,
     ),
+    # growing sizes for bench/scale.py (one vocabulary, SmolLM2's size, so only the blocks grow)
+    "smollm2-135m": dict(  # the embedded model's geometry
+        tie_word_embeddings=True,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+    ),
+    "0.5b": dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+    ),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+    ),
+    "2b": dict(
+        hidden_size=2560,
+        intermediate_size=6912,
+        num_hidden_layers=28,
+        num_attention_heads=20,
+        num_key_value_heads=4,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+    ),
     "llama-3-8b": dict(
         hidden_size=4096,
         intermediate_size=14336,
@@ -114,11 +152,11 @@ def save_random_model(folder: str | Path, shape: str | dict, tokenizer, **kwargs
     return folder
 
 
-def n_parameters(shape: str | dict, vocab_size: int | None = None) -> int:
-    """Parameters of a Llama of `shape` (untied embeddings), counted from the geometry."""
+def n_parameters(shape: str | dict, tokenizer_size: int = 0) -> int:
+    """Parameters of a Llama of `shape` for a tokenizer of `tokenizer_size` tokens, counted from the geometry."""
     g = SHAPES[shape] if isinstance(shape, str) else shape
     d, m, n = g["hidden_size"], g["intermediate_size"], g["num_hidden_layers"]
     kv = d // g["num_attention_heads"] * g["num_key_value_heads"]
-    vocab = vocab_size or g["vocab_size"]
+    vocab = max(g["vocab_size"], tokenizer_size)
     block = 2 * d * d + 2 * d * kv + 3 * d * m + 2 * d
-    return n * block + 2 * vocab * d + d
+    return n * block + (1 if g.get("tie_word_embeddings") else 2) * vocab * d + d
