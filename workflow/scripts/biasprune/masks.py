@@ -251,10 +251,8 @@ def build_masks(
         from .directions import build_edits
 
         tensors, manifest = build_edits(method, scope, scores, parameters, groups)
-        for (
-            name,
-            value,
-        ) in tensors.items():  # the layers edited are stored like every mask; the edits as they are
+        # the layers edited are stored like every mask; the edits as they are
+        for name, value in tensors.items():
             out.add(name, encode(value) if value.dtype == torch.bool else value)
         manifest["config_hash"] = config_hash({"unit": unit, "method": method, "scope": scope, **parameters})
         return manifest
