@@ -9,12 +9,11 @@ import torch
 from conftest import write_masks
 from safetensors.torch import load_file, save_file
 
+from biasprune.bits import decode, encode, stored_count
 from biasprune.errors import ConfigError
 from biasprune.masks import (
     Candidate,
     combine,
-    decode,
-    encode,
     load_masks,
     select_units,
 )
@@ -110,6 +109,7 @@ def test_a_mask_is_stored_as_indices_when_they_are_smaller_than_packed_bits():
         else:  # numpy's bit order: the first entry is the high bit of the first byte
             assert stored.tolist() == np.packbits(mask.numpy().ravel()).tolist()
         assert torch.equal(decode(stored, (64, 50)), mask)
+        assert stored_count(stored) == count  # counted without decoding (a popcount of the bytes)
     assert torch.equal(decode(encode(torch.tensor([True] * 7)), (7,)), torch.ones(7, dtype=torch.bool))
 
 
@@ -276,6 +276,11 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tm
         total = {kind: total[kind] + stored[kind] for kind in total}
     assert manifest["conditions"]["d"]["selection"] == {"d": ["a", "b"]}
     assert manifest["stored"] == total and total["bits"] and total["indices"]  # the choice is per tensor
+    _, masks = load_masks(path, model)  # read back lazily: one key decoded at a time, counted undecoded
+    for setting, counts in manifest["conditions"]["d"]["counts"].items():
+        lazy = masks["d", setting]
+        assert lazy.total() == sum(counts.values()) == sum(int(v.sum()) for v in lazy.values())
+        assert sorted(lazy) == sorted(counts)
 
 
 def test_top_k_heads_and_a_k_larger_than_the_model_has():

@@ -70,13 +70,15 @@ def test_matched_and_generic_controls_by_hand():
     mask = {"0": torch.tensor([[True, False, False, True], [False, False, True, False]])}
     pool = {"0": torch.tensor([[True, True, False, True], [False, True, True, True]])}
     for seed in range(20):
-        drawn = random_like(mask, seed, pool)["0"]
+        control = random_like(mask, seed, pool)
+        drawn = control["0"]
         assert int(drawn.sum()) == 3 and not (drawn & ~pool["0"]).any()
+        assert torch.equal(control["0"], drawn)  # drawn when read, the same every time
     # Uniform over the pool: each of its 6 entries is drawn with probability 1/2.
     hits = sum(random_like(mask, seed, pool)["0"].float() for seed in range(2000)) / 2000
     assert torch.allclose(hits[pool["0"]], torch.full((6,), 0.5), atol=0.05)
-    with pytest.raises(ValueError, match="pool of 1"):
-        random_like(mask, 0, {"0": torch.tensor([[True, False, False, False], [False] * 4])})
+    with pytest.raises(ValueError, match="pool of 1"):  # raised when the key is drawn
+        random_like(mask, 0, {"0": torch.tensor([[True, False, False, False], [False] * 4])})["0"]
     scores = {"0": torch.tensor([[0.1, 0.9, 0.2, 0.8], [0.7, 0.0, 0.3, 0.6]])}
     assert top_like(mask, scores)["0"].nonzero().tolist() == [[0, 1], [0, 3], [1, 0]]
 

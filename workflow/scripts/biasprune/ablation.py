@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .bits import decode, encode, total
 from .decoding import encode_left_padded
 from .hooks import hooks, split_site
 from .models import ModelAdapter
@@ -39,7 +40,7 @@ class Mask:
     )  # heads/mean: '{layer}' -> (n_heads * head_dim,)
 
     def count(self) -> int:
-        return int(sum(int(value.sum()) for value in self.keys.values()))
+        return total(self.keys)
 
 
 def _head_slices(adapter: ModelAdapter, pruned: torch.Tensor) -> torch.Tensor:
@@ -99,27 +100,25 @@ def _linear_output_hooks(adapter: ModelAdapter, mask: Mask) -> Iterator[None]:
             handle.remove()
 
 
-def _edits(adapter: ModelAdapter, mask: Mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bool of entries to zero) pairs that remove the mask's components by editing weights."""
-    edits = []
-    for key, pruned in mask.keys.items():
-        if mask.unit == "weights":
-            layer, name = key.split(".")
-            edits.append((adapter.linear(int(layer), name).weight, pruned))
-        elif mask.unit == "neurons":
-            weight = adapter.linear(int(key), "down_proj").weight
-            edits.append((weight, pruned[None, :].expand_as(weight)))
-        elif mask.ablation == "zero":
-            weight = adapter.linear(int(key), "o_proj").weight
-            edits.append((weight, _head_slices(adapter, pruned)[None, :].expand_as(weight)))
-        elif mask.ablation == "q_zero":  # the head's query rows, and their bias where there is one (Qwen2)
-            q_proj, rows = adapter.linear(int(key), "q_proj"), _head_slices(adapter, pruned)
-            edits.append((q_proj.weight, rows[:, None].expand_as(q_proj.weight)))
-            if q_proj.bias is not None:
-                edits.append((q_proj.bias, rows))
-        else:
-            raise ValueError("mean ablation of heads has no weight edit (it adds a bias); use hooks")
-    return edits
+def _edits(
+    adapter: ModelAdapter, mask: Mask, key: str, pruned: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bool of entries to zero) pairs that remove the components of one key of the mask by editing
+    weights."""
+    if mask.unit == "weights":
+        layer, name = key.split(".")
+        return [(adapter.linear(int(layer), name).weight, pruned)]
+    if mask.unit == "neurons":
+        weight = adapter.linear(int(key), "down_proj").weight
+        return [(weight, pruned[None, :].expand_as(weight))]
+    if mask.ablation == "zero":
+        weight = adapter.linear(int(key), "o_proj").weight
+        return [(weight, _head_slices(adapter, pruned)[None, :].expand_as(weight))]
+    if mask.ablation == "q_zero":  # the head's query rows, and their bias where there is one (Qwen2)
+        q_proj, rows = adapter.linear(int(key), "q_proj"), _head_slices(adapter, pruned)
+        edits = [(q_proj.weight, rows[:, None].expand_as(q_proj.weight))]
+        return edits + ([(q_proj.bias, rows)] if q_proj.bias is not None else [])
+    raise ValueError("mean ablation of heads has no weight edit (it adds a bias); use hooks")
 
 
 @contextlib.contextmanager
@@ -127,18 +126,22 @@ def masked(model, mask: Mask, how: str = "hooks") -> Iterator[None]:
     """Run the block with `mask` applied by `hooks` or by `edit`ing weights (restored exactly on exit)."""
     adapter = ModelAdapter.of(model)
     if how == "edit":
-        edits = [(weight, pruned.to(weight.device)) for weight, pruned in _edits(adapter, mask)]
-        # only the entries zeroed are kept (in row-major order), not a copy of every matrix edited
-        saved = [weight.detach()[pruned] for weight, pruned in edits]
+        # One key (matrix or layer) at a time: its mask is read (decoded or drawn), the entries it zeroes
+        # are kept (in row-major order) with the mask stored compactly (bits.encode), then zeroed; on exit
+        # exactly the edits made are undone. Memory: the values zeroed plus at most a bit per weight.
+        saved = []
         try:
             with torch.no_grad():
-                for weight, pruned in edits:
-                    weight.masked_fill_(pruned, 0)
+                for key in mask.keys:
+                    for weight, pruned in _edits(adapter, mask, key, mask.keys[key]):
+                        pruned = pruned.to(weight.device)
+                        saved.append((weight, encode(pruned), pruned.shape, weight.detach()[pruned]))
+                        weight.masked_fill_(pruned, 0)
             yield
         finally:
             with torch.no_grad():
-                for (weight, pruned), original in zip(edits, saved, strict=True):
-                    weight.masked_scatter_(pruned, original)
+                for weight, stored, shape, values in reversed(saved):
+                    weight.masked_scatter_(decode(stored, shape).to(weight.device), values)
         return
     if mask.unit == "weights" or (mask.unit == "heads" and mask.ablation == "q_zero"):
         with _linear_output_hooks(adapter, mask):

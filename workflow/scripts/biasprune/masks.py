@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .bits import LazyMask, decode, encode, encoding, stored_count
 from .errors import ConfigError
 from .io import config_hash
 from .methods import method as registry_method
@@ -175,34 +176,6 @@ def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dic
         pool = next_band(mask, ranking)
     blind = _sum([c.blind for c in candidates])
     return mask, pool, None if blind is None else top_like(mask, blind)
-
-
-INDEX_BYTES = {torch.int32: 4, torch.int64: 8}
-
-
-def encode(mask: torch.Tensor) -> torch.Tensor:
-    """A bool mask as stored: its sorted flat indices (int32; int64 beyond 2**31 - 1 entries) where they take
-    fewer bytes than packed bits, else packed bits (uint8, numpy's bit order). `decode` tells them apart by
-    dtype."""
-    numel, count = mask.numel(), int(mask.sum())
-    index = torch.int32 if numel < 2**31 else torch.int64
-    if count * INDEX_BYTES[index] < (numel + 7) // 8:
-        return mask.flatten().nonzero().flatten().to(index)
-    return torch.from_numpy(np.packbits(mask.numpy().ravel()))
-
-
-def decode(stored: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The bool mask of `shape` that `encode` stored."""
-    count = int(np.prod(shape))
-    if stored.dtype == torch.uint8:
-        return torch.from_numpy(np.unpackbits(stored.numpy(), count=count).astype(bool).reshape(shape))
-    out = torch.zeros(count, dtype=torch.bool)
-    out[stored.long()] = True
-    return out.view(*shape)
-
-
-def encoding(stored: torch.Tensor) -> str:
-    return "bits" if stored.dtype == torch.uint8 else "indices"
 
 
 def check_shapes(manifest: dict, model, file) -> None:
@@ -348,12 +321,15 @@ class MaskFile(Mapping):
             condition, setting, _, *part = name.split("|")
             self._names.setdefault((condition, setting, part[0] if part else "mask"), []).append(name)
 
-    def part(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
-        """A condition's `mask`, its matched `pool` or its `generic` control ({} where there is none)."""
-        return {
-            key: decode(value, self._shapes[key])
-            for key, value in self.tensors(condition, setting, part).items()
-        }
+    def part(self, condition: str, setting: str, part: str) -> LazyMask:
+        """A condition's `mask`, its matched `pool` or its `generic` control (empty where there is none), each
+        key read from the file and decoded when it is used (`bits.LazyMask`)."""
+        names = {name.split("|")[2]: name for name in self._names.get((condition, setting, part), ())}
+        return LazyMask(
+            names,
+            lambda key: decode(self._file.get_tensor(names[key]), self._shapes[key]),
+            lambda: sum(stored_count(self._file.get_tensor(name)) for name in names.values()),
+        )
 
     def tensors(self, condition: str, setting: str, part: str) -> dict[str, torch.Tensor]:
         """A part as stored (not decoded): the float tensors of a direction edit."""
@@ -362,7 +338,7 @@ class MaskFile(Mapping):
             for name in self._names.get((condition, setting, part), ())
         }
 
-    def __getitem__(self, item: tuple[str, str]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: tuple[str, str]) -> LazyMask:
         if (*item, "mask") not in self._names:
             raise KeyError(item)
         return self.part(*item, "mask")

@@ -6,10 +6,11 @@ group-blind score). Pure functions on tensors."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
+from .bits import LazyMask, total
 from .vocabulary import RANDOM
 
 
@@ -88,35 +89,43 @@ def most_frequent(
 
 
 def random_like(
-    mask: dict[str, torch.Tensor],
+    mask: Mapping[str, torch.Tensor],
     seed: int,
-    pool: dict[str, torch.Tensor] | None = None,
+    pool: Mapping[str, torch.Tensor] | None = None,
     per_key: bool = True,
-) -> dict[str, torch.Tensor]:
+) -> Mapping[str, torch.Tensor]:
     """A random control of the mask's size, drawn uniformly from the whole key or, for a matched control,
     from `pool` (the components the mask was chosen among). `per_key`: the same count in every key (matrix
-    or layer); otherwise the same total over all keys (a unit pool is a rank band across layers)."""
-    generator = torch.Generator().manual_seed(seed)
-    keys = sorted(mask)
-    groups = [[key] for key in keys] if per_key else [keys]
-    out = {}
-    for group in groups:
-        count = sum(int(mask[key].sum()) for key in group)
-        sizes = [mask[key].numel() for key in group]
-        allowed = torch.cat(
-            [
-                torch.ones(size, dtype=torch.bool) if pool is None else pool[key].flatten()
-                for key, size in zip(group, sizes, strict=True)
-            ]
-        )
-        candidates = allowed.nonzero().flatten()
-        if count > len(candidates):
-            raise ValueError(f"{group[0]}: {count} components to draw from a pool of {len(candidates)}")
-        chosen = torch.zeros(sum(sizes), dtype=torch.bool)
-        chosen[candidates[torch.randperm(len(candidates), generator=generator)[:count]]] = True
-        for key, part in zip(group, chosen.split(sizes), strict=True):
-            out[key] = part.view(mask[key].shape)
-    return out
+    or layer), each key drawn when it is read, by a generator of its own (the seed and the key's name), so a
+    model-sized control is never whole in memory; otherwise the same total over all keys (a unit pool is a
+    rank band across layers), drawn at once."""
+    if per_key:
+
+        def draw(key: str) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
+            return _draw([key], mask, pool, generator)[key]
+
+        return LazyMask(sorted(mask), draw, lambda: total(mask))
+    return _draw(sorted(mask), mask, pool, torch.Generator().manual_seed(seed))
+
+
+def _draw(keys: list[str], mask, pool, generator) -> dict[str, torch.Tensor]:
+    """As many components as `mask` holds over `keys`, drawn from `pool` (or anywhere) over those keys."""
+    values = {key: mask[key] for key in keys}
+    count = sum(int(value.sum()) for value in values.values())
+    sizes = [value.numel() for value in values.values()]
+    allowed = torch.cat(
+        [
+            torch.ones(size, dtype=torch.bool) if pool is None else pool[key].flatten()
+            for key, size in zip(keys, sizes, strict=True)
+        ]
+    )
+    candidates = allowed.nonzero().flatten()
+    if count > len(candidates):
+        raise ValueError(f"{keys[0]}: {count} components to draw from a pool of {len(candidates)}")
+    chosen = torch.zeros(sum(sizes), dtype=torch.bool)
+    chosen[candidates[torch.randperm(len(candidates), generator=generator)[:count]]] = True
+    return {key: part.view(values[key].shape) for key, part in zip(keys, chosen.split(sizes), strict=True)}
 
 
 def top_like(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
