@@ -247,7 +247,7 @@ def llama3_style_tokenizer():
 def write_masks(path: Path, *args, **kwargs) -> dict:
     """`build_masks(unit, method, scope, scores, parameters, groups, ...)` written through the job's own
     `TensorWriter` to `path` with its manifest beside it (as the `masks` rule does); returns the manifest."""
-    from biasprune.io import TensorWriter
+    from biasprune.bits import TensorWriter
     from biasprune.masks import build_masks
 
     with TensorWriter(path.parent) as writer:

@@ -68,7 +68,7 @@ def test_tensor_writer_is_read_back_by_safetensors_itself_aligned_and_leaves_not
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from biasprune.io import TensorWriter
+    from biasprune.bits import TensorWriter
 
     tensors = {
         "packed": torch.arange(13, dtype=torch.uint8),

@@ -176,3 +176,26 @@ def test_winsorising_clips_each_variation_at_its_percentiles():
     s_p = math.sqrt(((len(white) - 1) * white.var(ddof=1) + (len(black) - 1) * black.var(ddof=1)) / 7)
     assert sedan["smd"] == pytest.approx((white.mean() - black.mean()) / s_p)
     assert sedan["smd"] != pytest.approx(bias_table(frame, ("White", "Black"), resamples=300)["smd"].iloc[0])
+
+
+def test_variation_smds_are_the_hand_computed_smds_with_no_seed_to_depend_on():
+    """What the masks of a method ranked against the bias read: each variation's SMD, by hand, plain and
+    winsorised, the same number the bias table shows (whose intervals a seed moves)."""
+    from biasprune.metrics import variation_smds
+
+    frame = make_answers()
+    white, black = np.array([10, 12, 11, 14, 13.0]), np.array([9, 8, 10, 7.0])
+    s_p = math.sqrt(((len(white) - 1) * white.var(ddof=1) + (len(black) - 1) * black.var(ddof=1)) / 7)
+    smds = variation_smds(frame, ("White", "Black"))
+    assert list(smds.columns) == ["domain", "variation", "smd"]
+    assert smds[["domain", "variation"]].values.tolist() == [["car", "sedan"], ["car", "van"]]
+    assert smds["smd"].tolist() == pytest.approx([(white.mean() - black.mean()) / s_p] * 2)
+    values = np.concatenate([white, black])
+    clipped = np.clip(values, *np.percentile(values, [5, 95]))
+    w, b = clipped[:5], clipped[5:]
+    s_w = math.sqrt(((len(w) - 1) * w.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / 7)
+    winsorised = variation_smds(frame, ("White", "Black"), winsorize=(5, 95))
+    assert winsorised["smd"].iloc[0] == pytest.approx((w.mean() - b.mean()) / s_w)
+    for seed in (0, 7):
+        table = bias_table(frame, ("White", "Black"), resamples=200, seed=seed, winsorize=(5, 95))
+        assert table[table["level"] == "variation"]["smd"].tolist() == winsorised["smd"].tolist()

@@ -12,6 +12,7 @@ from snakemake import __version__ as SNAKEMAKE_VERSION
 from snakemake.exceptions import WorkflowError
 from biasprune.jobs import Jobs
 from biasprune.methods import UNITS, method_names
+from biasprune.methods import method as registry_method
 from biasprune.study import load_study
 from biasprune.vocabulary import DOMAIN, SCOPES
 
@@ -91,16 +92,27 @@ def score_cache(wildcards):
 
 
 def mask_inputs(wildcards):
-    """Scores of {unit}/{method} for every domain, the baseline (signs of the SMDs) and the model (weights)."""
-    return {
+    """Scores of {unit}/{method} for every domain and the model (weights); for a method ranked against the
+    bias, the unpruned answers and prompt labels whose SMD signs it reads (not the baseline table, which
+    the bootstrap seed rewrites)."""
+    inputs = {
         "scores": expand(
             "results/{model}/scores/{unit}/{method}/{domain}.parquet",
             **wildcards,
             domain=STUDY.domains,
         ),
-        "baseline": f"results/{wildcards.model}/metrics/baseline.parquet",
         "model": f"resources/models/{wildcards.model}",
     }
+    if registry_method(wildcards.unit, wildcards.method).ranking == "against_bias":
+        inputs["answers"] = expand(
+            "results/{model}/answers/base/{domain}.parquet",
+            model=wildcards.model,
+            domain=STUDY.domains,
+        )
+        inputs["prompts"] = expand(
+            "results/prompts/{domain}.parquet", domain=STUDY.domains
+        )
+    return inputs
 
 
 def export_inputs(wildcards):

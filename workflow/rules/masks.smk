@@ -15,6 +15,7 @@ rule masks:
         parameters=job_params("masks"),
         groups=job_params("groups"),
         model=job_params("model_runtime"),
+        signs=job_params("mask_signs"),
     script:
         "../scripts/masks.py"
 

@@ -7,17 +7,13 @@ import pyarrow as pa
 
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
-from biasprune.metrics import bias_table
+from biasprune.metrics import bias_table, labelled_answers
 
 with log_to(snakemake.log[0]):
     logging.basicConfig(level=logging.INFO, force=True)
-    frames = []
-    for answers, prompts in zip(snakemake.input.answers, snakemake.input.prompts, strict=True):
-        labels = pd.read_parquet(prompts, columns=["prompt_id", "domain", "variation", "name", "race"])
-        frames.append(pd.read_parquet(answers).merge(labels, on="prompt_id", validate="many_to_one"))
     metrics = snakemake.params.metrics
     table = bias_table(
-        pd.concat(frames, ignore_index=True),
+        labelled_answers(snakemake.input.answers, snakemake.input.prompts),
         snakemake.params.groups,
         resamples=metrics["bootstrap"],
         confidence=metrics["confidence"],

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasprune.io import TensorWriter, atomic_path
+from biasprune.bits import TensorWriter
+from biasprune.io import atomic_path
 from biasprune.logs import log_to
 from biasprune.masks import build_masks
+from biasprune.metrics import labelled_answers, variation_smds
 from biasprune.models import load_model
 
 with log_to(snakemake.log[0]):
@@ -17,6 +19,10 @@ with log_to(snakemake.log[0]):
     if unit == "weights":  # the Wanda score multiplies the cached norms by the weights
         runtime = snakemake.params.model
         model, _ = load_model(snakemake.input.model, "cpu", runtime["dtype"])
+    smds = None
+    if snakemake.params.signs:  # a method ranked against the bias reads the SMDs' signs
+        answers = labelled_answers(snakemake.input.answers, snakemake.input.prompts)
+        smds = variation_smds(answers, snakemake.params.groups, snakemake.params.signs["winsorize"])
     with TensorWriter(Path(snakemake.output.masks).parent) as writer:
         manifest = build_masks(
             unit,
@@ -26,7 +32,7 @@ with log_to(snakemake.log[0]):
             snakemake.params.parameters,
             snakemake.params.groups,
             writer,
-            baseline=pd.read_parquet(snakemake.input.baseline),
+            smds=smds,
             model=model,
         )
         manifest["model"] = snakemake.wildcards.model

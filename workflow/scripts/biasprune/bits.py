@@ -1,13 +1,21 @@
-"""How a bool mask is stored and read back: sorted flat indices where they are smaller than packed bits
-(sparse masks), packed bits otherwise; and a model-sized mask as a mapping that decodes one key (one matrix
-or layer) at a time, so a job never holds a whole model's mask as one byte per weight."""
+"""How masks are stored and read back: a bool mask as sorted flat indices where they are smaller than packed
+bits (sparse masks), packed bits otherwise; a model-sized mask as a mapping that decodes one key (one matrix
+or layer) at a time, so a job never holds a whole model's mask as one byte per weight; and the safetensors
+file they go to, written one tensor at a time (`TensorWriter`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from .io import atomic_path
 
 INDEX_BYTES = {torch.int32: 4, torch.int64: 8}
 
@@ -72,3 +80,64 @@ def total(mask: Mapping[str, torch.Tensor]) -> int:
     if isinstance(mask, LazyMask):
         return mask.total()
     return int(sum(int(value.sum()) for value in mask.values()))
+
+
+SAFETENSORS_DTYPES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
+class TensorWriter:
+    """A safetensors file written one tensor at a time: each tensor's bytes go to a spool file on disk when it
+    is added (memory never holds the file), and the header (name, dtype, shape, offsets) is written at
+    `save`. Tensors are laid out by element size, largest first, so each starts at a multiple of its own
+    element size (the alignment safetensors' own writer gives). Use as a context manager; `save` is atomic."""
+
+    def __init__(self, spool_dir: str | os.PathLike | None = None):
+        self._spool_dir = spool_dir
+        self._spools: dict[int, tuple] = {}  # element size -> (spool file, [(name, dtype, shape, nbytes)])
+        self._files = contextlib.ExitStack()
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().cpu().contiguous()
+        dtype = SAFETENSORS_DTYPES[str(tensor.dtype).removeprefix("torch.")]
+        size = tensor.element_size()
+        if size not in self._spools:
+            spool = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 (closed by close())
+            self._spools[size] = (self._files.enter_context(spool), [])
+        spool, entries = self._spools[size]
+        data = tensor.flatten().view(torch.uint8).numpy()
+        spool.write(memoryview(data))
+        entries.append((name, dtype, list(tensor.shape), data.nbytes))
+
+    def save(self, path: str | os.PathLike) -> None:
+        header, offset = {}, 0
+        for size in sorted(self._spools, reverse=True):
+            for name, dtype, shape, nbytes in self._spools[size][1]:
+                header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+                offset += nbytes
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the data start at a multiple of 8
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            out.write(len(text).to_bytes(8, "little") + text)
+            for size in sorted(self._spools, reverse=True):
+                spool = self._spools[size][0]
+                spool.seek(0)
+                shutil.copyfileobj(spool, out, 1 << 22)
+
+    def close(self) -> None:
+        self._files.close()
+        self._spools = {}
+
+    def __enter__(self) -> TensorWriter:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()

@@ -127,6 +127,13 @@ class Jobs:
             "generic": masks["generic"] and controlled,
         }
 
+    def mask_signs(self, unit: str, method: str, **_) -> dict:
+        """What the SMD signs a method ranked against the bias reads depend on (the winsorising band); {} for
+        every other method, so that no change of the metrics reruns its masks."""
+        if registry_method(unit, method).ranking != "against_bias":
+            return {}
+        return {"winsorize": self.config["metrics"]["winsorize"]}
+
     def evaluate(self, unit: str, scope: str, **_) -> dict:
         """The evaluation settings a (unit, scope) reads: head ablation for heads, in-sample cells for cross."""
         settings = self.config["evaluate"]

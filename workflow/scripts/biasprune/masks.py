@@ -17,7 +17,7 @@ control (as many components by a group-blind score: pooled Wanda, pooled attenti
 equals the mask, as for the paper's head score, which is already the sum over both groups). Random draws
 are not stored: `selection.random_like(mask, seed[, pool])` rebuilds them for every seed the manifest lists.
 
-Storage: each mask of one matrix (or layer) is written to disk as soon as it is made (`io.TensorWriter`), so
+Storage: each mask of one matrix (or layer) is written to disk as soon as it is made (`bits.TensorWriter`), so
 the job's memory holds one matrix's candidates, never a file; it is stored as sorted indices where they take
 fewer bytes than packed bits (sparse masks) and as packed bits otherwise (`encode`); the manifest counts
 both per condition and setting. A job that applies one condition reads only that condition's tensors.
@@ -60,18 +60,17 @@ def _vectors(scores: pd.DataFrame, statistic: str, group: str = "") -> dict[str,
 
 
 def unit_rankings(
-    unit: str, method: str, domain: str, scores: pd.DataFrame, baseline: pd.DataFrame, statistic: str
+    unit: str, method: str, domain: str, scores: pd.DataFrame, smds: pd.DataFrame | None, statistic: str
 ):
     """{variation: {layer: score}} where a larger score means 'prune first' (the registry's ranking of the
-    method; `statistic` is the configured one, for methods that have none of their own)."""
+    method; `statistic` is the configured one, for methods that have none of their own; `smds`: the baseline
+    SMD of each variation, `metrics.variation_smds`, read by methods ranked against the bias)."""
     entry = registry_method(unit, method)
     values = _vectors(scores, entry.statistic or statistic)
     if entry.ranking == "abs":
         return {v: {k: x.abs() for k, x in layers.items()} for v, layers in values.items()}
     if entry.ranking == "against_bias":
-        smd = baseline[(baseline["level"] == "variation") & (baseline["domain"] == domain)].set_index(
-            "variation"
-        )["smd"]
+        smd = smds[smds["domain"] == domain].set_index("variation")["smd"]
         # Predicted reduction of |SMD| when the unit is zeroed: the effect pointing against the bias.
         return {
             v: {k: -x * float(np.sign(smd.get(v, np.nan))) for k, x in layers.items()}
@@ -210,11 +209,11 @@ def build_masks(
     parameters: dict,
     groups: Sequence[str],
     out,
-    baseline: pd.DataFrame | None = None,
+    smds: pd.DataFrame | None = None,
     model=None,
 ) -> dict:
     """Every condition of one scope for one unit and method, with each condition's matched pool and generic
-    control: each stored tensor is handed to `out.add(name, tensor)` (an `io.TensorWriter`) as it is made;
+    control: each stored tensor is handed to `out.add(name, tensor)` (an `bits.TensorWriter`) as it is made;
     returns the manifest.
 
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
@@ -270,7 +269,7 @@ def build_masks(
             statistic = parameters.get("statistic", "sum")
             candidates = {}
             for domain, table in scores.items():
-                rankings = unit_rankings(unit, method, domain, table, baseline, statistic)
+                rankings = unit_rankings(unit, method, domain, table, smds, statistic)
                 blind = _blind(unit, method, table, groups, statistic)
                 for v, ranking in rankings.items():
                     candidates[domain, v] = Candidate(

@@ -124,14 +124,19 @@ class _VariationBias:
     valid: tuple[float, float]
 
 
+def _point(part: pd.DataFrame, names: dict, groups: Sequence[str], ddof: int):
+    """(each group's per-name answers, each group's per-name sums, the SMD) of one variation's answers."""
+    per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
+    ref, foc = (name_sums([v for v, _ in values], [w for _, w in values]) for values in per_name)
+    return per_name, ref, foc, float(smd_from_sums(ref.sum(0), foc.sum(0), ddof))
+
+
 def _variation_bias(
     part: pd.DataFrame, names: dict, groups: Sequence[str], draws, ddof: int, confidence: float
 ) -> _VariationBias:
     """The bias row of one variation's answers, names resampled by `draws` (see name_draws): what bias_table
     shows per variation, and comparison_table for the answers under a mask and for the unpruned ones."""
-    per_name = [_per_name(part[part["race"] == group], names[group]) for group in groups]
-    ref, foc = (name_sums([v for v, _ in values], [w for _, w in values]) for values in per_name)
-    value = float(smd_from_sums(ref.sum(0), foc.sum(0), ddof))
+    per_name, ref, foc, value = _point(part, names, groups, ddof)
     resampled = bootstrap_smd_of_sums(ref, foc, indices=draws, ddof=ddof)
     low, high = percentile_interval(resampled, confidence)
     columns = {
@@ -166,6 +171,33 @@ def name_draws(names: dict, groups: Sequence[str], resamples: int, seed: int, do
 
 def _names(frame: pd.DataFrame, groups: Sequence[str]) -> dict[str, list[str]]:
     return {group: list(dict.fromkeys(frame.loc[frame["race"] == group, "name"])) for group in groups}
+
+
+def labelled_answers(answer_files: Sequence, prompt_files: Sequence) -> pd.DataFrame:
+    """The answers of several domains, each row with its prompt's domain, variation, name and race."""
+    frames = []
+    for answers, prompts in zip(answer_files, prompt_files, strict=True):
+        labels = pd.read_parquet(prompts, columns=["prompt_id", "domain", "variation", "name", "race"])
+        frames.append(pd.read_parquet(answers).merge(labels, on="prompt_id", validate="many_to_one"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def variation_smds(
+    answers: pd.DataFrame, groups: Sequence[str], winsorize: Sequence[float] | None = None
+) -> pd.DataFrame:
+    """Each variation's SMD (domain, variation, smd) exactly as bias_table computes it, without its intervals:
+    it depends on no seed, so what reads only the signs (masks ranked against the bias) does not rerun when
+    the bootstrap is reseeded."""
+    ddof = ddof_of(answers)
+    answers = winsorized(weighted_answers(answers), winsorize)
+    rows = []
+    for domain, frame in answers.groupby("domain", sort=False):
+        names = _names(frame, groups)
+        for variation, part in frame.groupby("variation", sort=False):
+            rows.append(
+                {"domain": domain, "variation": variation, "smd": _point(part, names, groups, ddof)[3]}
+            )
+    return pd.DataFrame(rows, columns=["domain", "variation", "smd"])
 
 
 def bias_table(
