@@ -76,22 +76,32 @@ def _hook_functions(adapter: ModelAdapter, mask: Mask) -> dict:
 
 @contextlib.contextmanager
 def _linear_output_hooks(adapter: ModelAdapter, mask: Mask) -> Iterator[None]:
-    """Weights and q_zero heads by hooks: the linear layer's output is recomputed with the masked weight."""
+    """Weights and q_zero heads by hooks: the linear layer's output is recomputed with the masked weight. A
+    weight mask is looked up in `mask.keys` at each call (a lazy mask decodes that one matrix then), so no
+    decoded matrix is held between calls."""
     handles = []
     try:
-        for key, pruned in mask.keys.items():
+        for key in mask.keys:
             if mask.unit == "weights":
                 layer, name = key.split(".")
-                module, keep = adapter.linear(int(layer), name), ~pruned
+                module = adapter.linear(int(layer), name)
+
+                def keep(key=key):
+                    return ~mask.keys[key]
+
             else:
                 module = adapter.linear(int(key), "q_proj")
-                keep = (~_head_slices(adapter, pruned))[:, None].expand_as(module.weight)
+                rows = ~_head_slices(adapter, mask.keys[key])
 
-            bias_keep = None if module.bias is None or mask.unit == "weights" else keep[:, 0]
+                def keep(rows=rows, module=module):
+                    return rows[:, None].expand_as(module.weight)
 
-            def hook(module, args, output, keep=keep, bias_keep=bias_keep):
-                bias = module.bias if bias_keep is None else module.bias * bias_keep.to(module.bias)
-                return F.linear(args[0], module.weight * keep.to(module.weight), bias)
+            def hook(module, args, output, keep=keep, with_bias=mask.unit != "weights"):
+                kept = keep().to(module.weight.device)
+                bias = module.bias
+                if bias is not None and with_bias:
+                    bias = bias * kept[:, 0].to(bias)
+                return F.linear(args[0], module.weight * kept.to(module.weight), bias)
 
             handles.append(module.register_forward_hook(hook))
         yield
