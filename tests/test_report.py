@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from biasprune.appendix import THRESHOLDS, findings_rows, html_table, origin, render, settings_rows
 from biasprune.findings import HOLDS, UNKNOWN
@@ -193,3 +194,29 @@ def test_the_overlap_figure_of_a_one_domain_study_says_there_is_no_pair_to_overl
     panels = [axis for axis in figure.axes if axis.get_title()]
     assert [axis.get_title() for axis in panels] == ["heads (name_attention)", "weights (wanda)"]
     assert sorted(text.get_text() for text in panels[0].texts) == ["0.25", "0.25", "1.00", "1.00"]
+
+
+def test_jaccard_pools_every_key_and_reads_each_key_of_each_mask_once():
+    """Overlap over all keys together, by hand: A = {x: 1100, y: 10}, B = {x: 1010, y: 11}: 2 shared entries of
+    5 chosen by either, 0.4; an empty pair has no overlap to report (nan, not 0). A lazy mask's key is read
+    once per mask, not once per pair."""
+    from collections import Counter
+
+    from biasprune.figures import jaccard
+
+    reads = Counter()
+
+    class Counted(dict):
+        def __getitem__(self, key):
+            reads[id(self), key] += 1
+            return super().__getitem__(key)
+
+    def mask(x, y):
+        return Counted(x=torch.tensor(x, dtype=torch.bool), y=torch.tensor(y, dtype=torch.bool))
+
+    a, b, empty = mask([1, 1, 0, 0], [1, 0]), mask([1, 0, 1, 0], [1, 1]), mask([0, 0, 0, 0], [0, 0])
+    table = jaccard([("a", a), ("b", b), ("empty", empty)]).set_index(["a", "b"])["jaccard"]
+    assert table["a", "b"] == table["b", "a"] == pytest.approx(2 / 5)
+    assert table["a", "a"] == table["b", "b"] == 1.0
+    assert table["a", "empty"] == 0.0 and np.isnan(table["empty", "empty"])
+    assert set(reads.values()) == {1} and len(reads) == 6

@@ -4,7 +4,7 @@ as PNG and SVG. Pure plotting: every number shown comes from the tables passed i
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -244,15 +244,23 @@ def units_by_level(conditions: pd.DataFrame):
     return figure
 
 
-def jaccard(masks: Sequence[tuple[str, dict]]) -> pd.DataFrame:
-    """Pairwise Jaccard overlap of boolean masks ({key: bool tensor}), as long rows a, b, jaccard."""
-    rows = []
-    for a, first in masks:
-        for b, second in masks:
-            inter = sum(int((first[k] & second[k]).sum()) for k in first)
-            union = sum(int((first[k] | second[k]).sum()) for k in first)
-            rows.append({"a": a, "b": b, "jaccard": inter / union if union else np.nan})
-    return pd.DataFrame(rows)
+def jaccard(masks: Sequence[tuple[str, Mapping]]) -> pd.DataFrame:
+    """Pairwise Jaccard overlap of boolean masks ({key: bool tensor}), as long rows a, b, jaccard. Key by key:
+    each mask's key is read (a lazy mask decodes it) once, whatever the number of masks."""
+    inter, union = np.zeros((len(masks), len(masks))), np.zeros((len(masks), len(masks)))
+    for key in masks[0][1]:
+        values = [mask[key] for _, mask in masks]
+        for i, first in enumerate(values):
+            for j, second in enumerate(values):
+                inter[i, j] += int((first & second).sum())
+                union[i, j] += int((first | second).sum())
+    return pd.DataFrame(
+        [
+            {"a": a, "b": b, "jaccard": inter[i, j] / union[i, j] if union[i, j] else np.nan}
+            for i, (a, _) in enumerate(masks)
+            for j, (b, _) in enumerate(masks)
+        ]
+    )
 
 
 def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
