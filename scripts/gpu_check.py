@@ -112,6 +112,8 @@ def run_study(model_dir: Path, workdir: Path, device: str, dtype: str, cores: in
         f"results/{MODEL}/{path}" for path in ("model_check.json", "metrics/conditions.parquet", "pruned")
     ]
     command = [str(snakemake), *targets, "--cores", str(cores), "--configfile", "config/gpu-check.yaml"]
+    if device == "cuda":  # one model job on the GPU at a time (they declare gpu=1): each peak is its own
+        command += ["--resources", "gpu=1"]
     return subprocess.run(command, cwd=workdir).returncode
 
 
