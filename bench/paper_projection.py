@@ -7,10 +7,12 @@
    configured model's readout (the paper's: 100 sampled answers of at most 10 tokens), one baseline forward of
    the activation cache and one damage pass, on the embedded model and its tokenizer (Llama-3's chat template
    and tokenizer give somewhat different counts; a stand-in, said so).
-3. Projected: tokens x 2 FLOP per matrix parameter of Llama-3-8B (7.50e9: every linear layer and the
-   unembedding, not the embedding lookup) / (989 TFLOP/s, an H200's dense bfloat16 peak, x --utilisation),
-   plus each model-loading job's start (--load-s: reading 16 GB and starting CUDA). The attribution cache
-   adds a backward pass (2x the forward's FLOPs).
+3. Projected: each forward pass takes the longer of its tokens x 2 FLOP per matrix parameter of Llama-3-8B
+   (7.50e9: every linear layer and the unembedding, not the embedding lookup) at 989 TFLOP/s (an H200's dense
+   bfloat16 peak) x --utilisation, and one read of the 16 GB of weights at 4.8 TB/s (what bounds a small
+   decoding step); plus each model-loading job's start (--load-s: reading 16 GB and starting CUDA). The
+   attribution cache adds a backward pass (2x the forward's FLOPs). CPU-only jobs (scores, masks, metrics,
+   report) are not counted.
 
     .venv/bin/python bench/paper_projection.py [--configfile config/paper.yaml] [--utilisation 0.3]
 """
@@ -38,6 +40,8 @@ from biasprune.vocabulary import scope_selections, settings
 
 MATRIX_PARAMETERS = 8_030_261_248 - 128_256 * 4096  # Llama-3-8B without its embedding lookup
 PEAK_FLOPS = 989e12  # H200 SXM, dense bfloat16
+BANDWIDTH = 4.8e12  # H200 HBM3e, bytes/s
+WEIGHT_BYTES = 2 * 8_030_261_248  # bfloat16
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--configfile", default="config/paper.yaml")
@@ -94,9 +98,9 @@ suffix = config["prompts"]["answer_suffix"]
 rows = prompt_table(domain, domain.variations[:1], list(study.names), study.groups, suffix).to_pylist()
 rows = rows[:: max(1, len(rows) // args.prompts)][: args.prompts]  # both groups' names
 readout = {"batch_size": 8, **jobs.readout(model=args.model)}
-tokens = Counter()
+calls = {"read": [], "cache": [], "neutral": []}  # tokens of each forward pass
 current = ["read"]
-model.get_input_embeddings().register_forward_hook(lambda m, i, o: tokens.update({current[0]: i[0].numel()}))
+model.get_input_embeddings().register_forward_hook(lambda m, i, o: calls[current[0]].append(i[0].numel()))
 read_answers(model, tokenizer, rows, Answer(**jobs.answer(domain=domain.key)), readout)
 current[0] = "cache"
 with torch.inference_mode():
@@ -107,39 +111,44 @@ with torch.inference_mode():
         model(torch.tensor([sequence.ids]))
 current[0] = "neutral"
 next_token_log_probs(model, tokenizer, list(study.neutral))
-per_read, per_cached = tokens["read"] / len(rows), tokens["cache"] / len(rows)
-per_neutral = tokens["neutral"] / len(study.neutral)
 
-# 3. The projection.
-rate = PEAK_FLOPS * args.utilisation
-flops_per_token = 2 * MATRIX_PARAMETERS
+# 3. The projection: a forward pass takes the longer of its FLOPs at the assumed rate and one read of the
+# weights from memory (what bounds the small decoding steps).
+rate, flops_per_token = PEAK_FLOPS * args.utilisation, 2 * MATRIX_PARAMETERS
+
+
+def gpu_seconds(sizes, bound=True):
+    return sum(max(n * flops_per_token / rate, WEIGHT_BYTES / BANDWIDTH if bound else 0) for n in sizes)
+
+
+per_read = gpu_seconds(calls["read"]) / len(rows)
+per_neutral = gpu_seconds(calls["neutral"]) / len(study.neutral)
+per_cached = gpu_seconds(calls["cache"], bound=False) / len(rows)  # batched in the job: FLOPs only
 passes = 3 if config["activations"]["attribution"] else 1  # a backward pass costs about two forwards
 work = {
-    "baseline reads (answers)": baseline * per_read,
-    **{f"evaluation reads, {unit}": reads[unit] * per_read for unit in UNITS if reads[unit]},
-    "damage passes": damage * len(study.neutral) * per_neutral,
-    "activation and residual caches": baseline * per_cached * (passes + 1),
+    "baseline reads (answers)": (baseline, baseline * per_read),
+    **{f"evaluation reads, {unit}": (reads[unit], reads[unit] * per_read) for unit in UNITS if reads[unit]},
+    "damage passes (neutral prompts)": (damage, damage * len(study.neutral) * per_neutral),
+    "activation and residual caches": (baseline, baseline * per_cached * (passes + 1)),
+    "model-loading job starts": (sum(loads.values()), sum(loads.values()) * args.load_s),
 }
 print(
     f"{args.configfile}: {len(study.domains)} domains, {names} names, {baseline} prompts; readout "
-    f"{readout['mode']} (n={readout.get('sample', {}).get('n', 1) if readout['mode'] == 'sample' else 1})"
+    f"{readout['mode']} (n={readout['sample']['n'] if readout['mode'] == 'sample' else 1})"
 )
 print(
-    f"tokens per forward-processed read {per_read:,.0f}, per cached prompt {per_cached:,.0f}, per neutral "
-    f"prompt {per_neutral:,.0f} (measured on {len(rows)} prompts with the embedded model's tokenizer)"
+    f"measured on {len(rows)} prompts with the embedded model's tokenizer: {sum(calls['read']) / len(rows):,.0f} "
+    f"tokens in {len(calls['read']) / len(rows):.2f} forward passes per read, "
+    f"{sum(calls['cache']) / len(rows):,.0f} tokens per cached prompt, "
+    f"{sum(calls['neutral']) / len(study.neutral):,.0f} per neutral prompt"
 )
 print(
-    f"assumed rate: {rate / 1e12:.0f} TFLOP/s ({args.utilisation:.0%} of {PEAK_FLOPS / 1e12:.0f}); {flops_per_token / 1e9:.1f} GFLOP per token"
+    f"assumed: {rate / 1e12:.0f} TFLOP/s ({args.utilisation:.0%} of {PEAK_FLOPS / 1e12:.0f}), "
+    f"{flops_per_token / 1e9:.1f} GFLOP per token, a pass at least {WEIGHT_BYTES / BANDWIDTH * 1e3:.1f} ms "
+    f"(16 GB of weights at {BANDWIDTH / 1e12:.1f} TB/s), {args.load_s:.0f} s per job start"
 )
-print(f"\n{'work':<36} {'reads/passes':>14} {'GPU hours':>10}")
-total = 0.0
-for what, count in work.items():
-    hours = count * flops_per_token / rate / 3600
-    total += hours
-    units = {"baseline reads (answers)": baseline, "damage passes": damage}
-    shown = units.get(what, reads.get(what.split(", ")[-1], baseline))
-    print(f"{what:<36} {shown:>14,.0f} {hours:>10.1f}")
-starts = sum(loads.values()) * args.load_s / 3600
-print(f"{'model-loading job starts':<36} {sum(loads.values()):>14,} {starts:>10.1f}")
-print(f"{'total':<36} {'':>14} {total + starts:>10.1f}")
-print(f"seconds per read: {per_read * flops_per_token / rate:.2f}")
+print(f"GPU seconds per read: {per_read:.3f}")
+print(f"\n{'work':<36} {'count':>10} {'GPU hours':>10}")
+for what, (count, seconds) in work.items():
+    print(f"{what:<36} {count:>10,} {seconds / 3600:>10.2f}")
+print(f"{'total':<36} {'':>10} {sum(seconds for _, seconds in work.values()) / 3600:>10.2f}")
