@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
-from biasprune.logs import GPU_PEAK  # noqa: E402 (the library is found through the path above)
+from biasprune.logs import GPU_PEAK, RSS_PEAK  # noqa: E402 (the library is found through the path above)
 from biasprune.synthetic import SHAPES, chatml_tokenizer, n_parameters, save_random_model  # noqa: E402
 
 WORKFLOW_FILES = ("workflow", "config", "resources/prompts", "profiles")
@@ -73,8 +73,9 @@ def study_config(model_dir: Path, device: str, dtype: str, scopes=("variation", 
 
 
 def job_table(workdir: Path) -> list[dict]:
-    """One row per job that ran: rule, wildcards, seconds, peak resident MB (Snakemake's benchmark) and
-    peak GPU GiB (the line its log ends with; '-' where it used no GPU)."""
+    """One row per job that ran: rule, wildcards, seconds (Snakemake's benchmark), peak resident MB and peak
+    GPU GiB (the lines its log ends with; the GPU's None where it used none). A log without the resident line
+    falls back on the benchmark's sampled peak."""
     rows = []
     for bench in sorted((workdir / "benchmarks").rglob("*.tsv")):
         relative = bench.relative_to(workdir / "benchmarks").with_suffix("")
@@ -82,14 +83,16 @@ def job_table(workdir: Path) -> list[dict]:
         with open(bench) as handle:
             record = next(csv.DictReader(handle, delimiter="\t"))
         log = workdir / "logs" / relative.with_suffix(".log")
-        peak = re.findall(rf"{GPU_PEAK} ([0-9.]+) GiB", log.read_text()) if log.is_file() else []
+        text = log.read_text() if log.is_file() else ""
+        gpu, rss = (re.findall(rf"{line} ([0-9.]+) GiB", text) for line in (GPU_PEAK, RSS_PEAK))
+        sampled = float(record["max_rss"]) if record["max_rss"] != "NA" else float("nan")
         rows.append(
             {
                 "rule": rule,
                 "job": job,
                 "s": float(record["s"]),
-                "max_rss_mb": float(record["max_rss"]) if record["max_rss"] != "NA" else float("nan"),
-                "gpu_gib": float(peak[-1]) if peak else None,
+                "max_rss_mb": float(rss[-1]) * 1024 if rss else sampled,
+                "gpu_gib": float(gpu[-1]) if gpu else None,
             }
         )
     order = {rule: i for i, rule in enumerate(MODEL_RULES)}

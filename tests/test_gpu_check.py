@@ -69,3 +69,35 @@ def test_the_gpu_check_runs_every_model_job_of_a_one_domain_study_on_the_cpu(tmp
         assert np.array_equal(pruned[name], np.where(mask, 0, weight)), name
         zeroed += int(mask.sum())
     assert zeroed > 0
+
+
+def test_every_job_log_ends_with_its_peak_resident_memory_which_sees_a_short_peak(tmp_path):
+    """A job that holds 400 MB for a moment (Snakemake's benchmark, sampling every 30 s after the first 15,
+    would miss it) ends its log with a peak about that much above an idle job's; and the gpu check's job
+    table reads that line instead of the benchmark's sampled peak."""
+    script = (
+        "import sys, numpy as np\n"
+        "from biasprune.logs import log_to\n"
+        "with log_to(sys.argv[1]):\n"
+        "    if sys.argv[2] == 'hold':\n"
+        "        block = np.ones(400 * 2**20, np.uint8); del block\n"
+    )
+    peaks = {}
+    for kind in ("idle", "hold"):
+        log = tmp_path / f"{kind}.log"
+        subprocess.run([sys.executable, "-c", script, str(log), kind], check=True, env=os.environ)
+        last = log.read_text().splitlines()[-1].split()
+        assert last[:4] == ["biasprune:", "peak", "resident", "memory"] and last[5] == "GiB"
+        peaks[kind] = float(last[4])
+    # (the file-backed pages of the interpreter's libraries can be dropped under memory pressure: a margin)
+    assert peaks["hold"] - peaks["idle"] >= 0.85 * 400 / 1024
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gpu_check import job_table
+
+    (tmp_path / "benchmarks" / "answers").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "answers" / "m.tsv").write_text("s\tmax_rss\n12.5\t100.0\n")
+    (tmp_path / "logs" / "answers").mkdir(parents=True)
+    (tmp_path / "hold.log").rename(tmp_path / "logs" / "answers" / "m.log")
+    [row] = job_table(tmp_path)
+    assert row["s"] == 12.5 and row["max_rss_mb"] == peaks["hold"] * 1024 and row["gpu_gib"] is None

@@ -11,6 +11,16 @@ from collections.abc import Iterator
 from .errors import ConfigError
 
 GPU_PEAK = "biasprune: peak GPU memory"
+RSS_PEAK = "biasprune: peak resident memory"
+
+
+def rss_peak() -> str:
+    """The line that ends every job's log: the process's peak resident memory in GiB, the kernel's high-water
+    mark (Snakemake's benchmark samples every 30 s after the first 15, and misses short peaks)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return f"{RSS_PEAK} {peak / 2**30:.3f} GiB"
 
 
 def gpu_peak() -> str | None:
@@ -26,8 +36,9 @@ def gpu_peak() -> str | None:
 def log_to(path: str | os.PathLike) -> Iterator[None]:
     """Redirect stdout and stderr (file descriptors too, so library and C output land there) to `path`.
 
-    A ConfigError is also printed as one line on the console, where the user is looking. A job that used a
-    GPU ends its log with its peak GPU memory (`gpu_peak`).
+    A ConfigError is also printed as one line on the console, where the user is looking. Every job ends its
+    log with its peak resident memory (`rss_peak`), and one that used a GPU with its peak GPU memory
+    (`gpu_peak`).
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -46,6 +57,7 @@ def log_to(path: str | os.PathLike) -> Iterator[None]:
             traceback.print_exc()
             raise
         finally:
+            print(rss_peak())
             if peak := gpu_peak():
                 print(peak)
             sys.stdout.flush()
