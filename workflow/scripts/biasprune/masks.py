@@ -127,11 +127,17 @@ class Candidate:
     pool: dict[str, torch.Tensor] | None = None
     ranking: dict[str, torch.Tensor] | None = None
     blind: dict[str, torch.Tensor] | None = None
+    # weights: |W| of the matrix (one tensor shared by every variation); `blind` is then the per-column factor
+    # that multiplies it, so a variation holds a vector, not a matrix of scores
+    scale: dict[str, torch.Tensor] | None = None
 
 
-def weight_candidate(weight, norms: dict, variation: str, layer: int, linear: str, groups, setting: str):
+def weight_candidate(
+    weight, magnitude, norms: dict, variation: str, layer: int, linear: str, groups, setting: str
+):
     """The paper's prune set of one matrix (top-tau of one group's Wanda score minus top-tau of the other's),
-    the pool it comes from, and the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs."""
+    the pool it comes from, and the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs (as
+    its column factor ||X_j||, with `magnitude` = |W| as the shared scale)."""
     tau = Setting.parse(setting)
     tau_select, tau_protect = float(tau.value), float(tau.protect)
     reference, focal = groups
@@ -139,9 +145,9 @@ def weight_candidate(weight, norms: dict, variation: str, layer: int, linear: st
     site, key = LINEAR_INPUTS[linear], f"{layer}.{linear}"
     select, protect = norms[variation, layer, site, chosen], norms[variation, layer, site, protected]
     mask = wanda_set_difference(weight, select, protect, tau_select, tau_protect)
-    pool = top_fraction(weight.abs().float() * select[None, :], tau_select)
-    blind = weight.abs().float() * (select.square() + protect.square()).sqrt()[None, :]
-    return Candidate({key: mask}, {key: pool}, None, {key: blind})
+    pool = top_fraction(magnitude * select[None, :], tau_select)
+    blind = (select.square() + protect.square()).sqrt()
+    return Candidate({key: mask}, {key: pool}, None, {key: blind}, {key: magnitude})
 
 
 def _sum(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor] | None:
@@ -174,6 +180,8 @@ def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dic
     else:
         pool = next_band(mask, ranking)
     blind = _sum([c.blind for c in candidates])
+    if blind is not None and candidates[0].scale is not None:  # sum over v of |W| * f_v = |W| * sum of f_v
+        blind = {key: candidates[0].scale[key] * value[None, :] for key, value in blind.items()}
     return mask, pool, None if blind is None else top_like(mask, blind)
 
 
@@ -282,8 +290,11 @@ def build_masks(
         for layer in range(adapter.n_layers):
             for linear in LINEARS:
                 weight = adapter.linear(layer, linear).weight.detach()
+                magnitude = weight.abs().float()
                 candidates = {
-                    (domain, v): weight_candidate(weight, norms[domain], v, layer, linear, groups, setting)
+                    (domain, v): weight_candidate(
+                        weight, magnitude, norms[domain], v, layer, linear, groups, setting
+                    )
                     for domain, names in variations.items()
                     for v in names
                 }
