@@ -16,10 +16,16 @@ RSS_PEAK = "biasprune: peak resident memory"
 
 def rss_peak() -> str:
     """The line that ends every job's log: the process's peak resident memory in GiB, the kernel's high-water
-    mark (Snakemake's benchmark samples every 30 s after the first 15, and misses short peaks)."""
-    import resource
+    mark (Snakemake's benchmark samples every 30 s after the first 15, and misses short peaks). Linux's
+    VmHWM, this process's own; getrusage's maxrss elsewhere (on Linux it keeps the parent's size across
+    fork and exec, so a small job started by a large process would report the parent's)."""
+    try:
+        with open("/proc/self/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
+    except (OSError, StopIteration):
+        import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return f"{RSS_PEAK} {peak / 2**30:.3f} GiB"
 
 
