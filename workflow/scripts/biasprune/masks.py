@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bits import LazyMask, decode, encode, encoding, stored_count
+from .bits import LazyMask, decode, encode, encoding, stored_count, total
 from .errors import ConfigError
 from .io import config_hash
 from .methods import method as registry_method
@@ -206,7 +206,7 @@ def check_shapes(manifest: dict, model, file) -> None:
 
 
 def _count(mask: dict | None) -> int:
-    return int(sum(int(value.sum()) for value in mask.values())) if mask else 0
+    return total(mask) if mask else 0
 
 
 def build_masks(
