@@ -4,6 +4,7 @@ throwaway copy of the workflow to run Snakemake in."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,24 @@ def snakemake(workdir: Path, *args: str, check: bool = True, **popen) -> subproc
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session")
+def default_plan(tmp_path_factory) -> str:
+    """`snakemake -n` of the default study in a fresh-clone-like copy (shared: several tests read one plan)."""
+    return snakemake(copy_workflow(tmp_path_factory.mktemp("default-plan") / "study"), "-n").stdout
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """Every job block of a Snakemake dry-run as {"rule", "threads", "resources": {name: text}} (Snakemake
+    prints `threads:` only above one)."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", output)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, flags=re.MULTILINE))
+        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if item)
+        jobs.append({"rule": rule, "threads": int(fields.get("threads", 1)), "resources": resources})
+    return jobs
 
 
 def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str]:

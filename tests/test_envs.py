@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, copy_workflow, job_counts, snakemake
+from conftest import ROOT, copy_workflow, job_counts, planned_jobs, snakemake
 
 ENVS = ROOT / "workflow" / "envs"
 SCRIPTS = ROOT / "workflow" / "scripts"
@@ -120,7 +120,7 @@ def test_the_import_walk_follows_the_library():
     assert third_party_imports(SCRIPTS / "prompts.py") == {"pyarrow", "jsonschema", "yaml", "datasets"}
 
 
-def test_conda_dry_run_resolves_the_dag(tmp_path):
+def test_conda_dry_run_resolves_the_dag(tmp_path, default_plan):
     """`--sdm conda -n` plans the same jobs as the plain run and names every env file.
 
     No conda is installable here (no channel is reachable), and Snakemake's dry-run asks `conda info --json`
@@ -140,9 +140,8 @@ def test_conda_dry_run_resolves_the_dag(tmp_path):
     )
     stub.chmod(0o755)
     path = f"{stub.parent}:{os.environ['PATH']}"
-    plain = job_counts(snakemake(workdir, "-n").stdout)
     result = snakemake(workdir, "-n", "--sdm", "conda", env={**os.environ, "PATH": path})
-    assert job_counts(result.stdout) == plain
+    assert job_counts(result.stdout) == job_counts(default_plan)
     envs = {path.name for path in ENVS.glob("*.yaml")}
     assert envs == {"model.yaml", "tables.yaml"}
     for name in envs:
@@ -157,3 +156,39 @@ def test_profiles_parse_and_keep_site_settings_out_of_the_config():
     assert slurm["executor"] == "slurm"
     config = (ROOT / "config" / "config.yaml").read_text()
     assert "partition" not in config and "account" not in config
+
+
+def test_the_slurm_profile_plans_its_own_threads_and_resources(tmp_path):
+    """profiles/default is Snakemake's workflow profile, loaded on every run, and its keys override a
+    --profile's key by key: every rule's threads, memory, wall time and partition planned through
+    `--profile profiles/slurm` are the ones that profile sets, not the workstation's."""
+    slurm = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    workstation = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
+    assert {key: workstation[key] for key in workstation.keys() & slurm.keys()} == {
+        key: slurm[key] for key in workstation.keys() & slurm.keys()
+    }
+    workdir = copy_workflow(tmp_path / "study")
+    jobs = planned_jobs(snakemake(workdir, "-n", "--profile", "profiles/slurm", "--cores", "16").stdout)
+    rules = {job["rule"] for job in jobs}
+    assert {"answers", "evaluate", "damage", "masks", "scores", "findings"} <= rules
+    defaults, overrides = slurm["default-resources"], slurm["set-resources"]
+    for job in jobs:
+        rule, resources = job["rule"], job["resources"]
+        assert job["threads"] == slurm["set-threads"].get(rule, 1), rule
+        expected = defaults | overrides.get(rule, {})
+        assert int(resources["mem_mb"]) == expected["mem_mb"], rule
+        assert int(resources["runtime"]) == expected["runtime"], rule
+        assert resources["slurm_partition"] == expected["slurm_partition"], rule
+
+
+def test_a_workstation_runs_model_jobs_on_config_threads_and_evaluations_on_one(default_plan):
+    """Without a site profile: jobs that run the model take config `threads`; evaluation and damage, many
+    small jobs, one thread each."""
+    threads = yaml.safe_load((ROOT / "config/config.yaml").read_text())["threads"]
+    assert threads > 1
+    planned = {}
+    for job in planned_jobs(default_plan):
+        planned.setdefault(job["rule"], set()).add(job["threads"])
+    for rule in ("fetch_model", "model_check", "answers", "activations"):
+        assert planned[rule] == {threads}, rule
+    assert planned["evaluate"] == planned["damage"] == planned["scores"] == {1}

@@ -20,8 +20,8 @@ from biasprune.models import load_model
 FIGURES = ("baseline", "before_after", "transfer", "units", "tradeoff", "components", "overlap")
 
 
-def test_default_config_plans_the_whole_chain(workdir):
-    counts = job_counts(snakemake(workdir, "-n").stdout)
+def test_default_config_plans_the_whole_chain(default_plan):
+    counts = job_counts(default_plan)
     assert counts == {
         "fetch_model": 1,
         "neutral_prompts": 1,

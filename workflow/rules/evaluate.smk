@@ -10,7 +10,9 @@ rule evaluate:
         "benchmarks/evaluate/{model}/{unit}/{method}/{scope}/{domain}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: STUDY.config["threads"]
+    # Many small jobs: one thread each, so that as many run at once as there are cores (a cluster profile's
+    # set-threads raises it).
+    threads: 1
     resources:
         gpu=model_gpus,
         batch_size=JOBS.batch_size("evaluate"),
@@ -35,7 +37,7 @@ rule damage:
         "benchmarks/damage/{model}/{unit}/{method}/{scope}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: STUDY.config["threads"]
+    threads: 1  # as evaluate
     resources:
         gpu=model_gpus,
     params:
