@@ -6,33 +6,40 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Extra arguments for Snakemake, e.g. `make study ARGS="--configfile config/test-config.yaml"`.
 ARGS ?=
+# make test: parallel pytest processes (pytest-xdist; tests that share an expensive fixture carry one
+# `xdist_group` and run in one process) and the limit after which pytest is interrupted and reports where
+# it was (CI's own hard limit is 90 minutes; the suite takes about 30 alone).
+TEST_WORKERS ?= 2
+TEST_TIMEOUT ?= 60m
+TIMED := bash scripts/timed.sh
 
 .PHONY: venv system study test test-fast lint format clean
 
 $(STAMP): pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c requirements.lock -e ".[test]"
+	$(TIMED) venv sh -c '$(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet --upgrade "pip>=24" \
+		&& $(BIN)/pip install --quiet -c requirements.lock -e ".[test]"'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Debian packages the tests need (headless chromium for the appendix test), installed if missing.
+# Debian packages the tests need (headless chromium for the appendix test, SLURM and munge for the cluster
+# test), installed if missing (apt-get, as root or through sudo).
 system:
-	bash scripts/system-packages.sh
+	$(TIMED) system bash scripts/system-packages.sh
 
 study: venv
 	$(BIN)/snakemake $(ARGS)
 
 lint: venv
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/snakefmt --check workflow/Snakefile workflow/rules
-	$(BIN)/snakemake --lint --configfile config/test-config.yaml
-	$(BIN)/snakemake --lint
+	$(TIMED) lint sh -c '$(BIN)/ruff check . && $(BIN)/ruff format --check . \
+		&& $(BIN)/snakefmt --check workflow/Snakefile workflow/rules \
+		&& $(BIN)/snakemake --lint --configfile config/test-config.yaml && $(BIN)/snakemake --lint'
 
-test: lint system
-	$(BIN)/pytest
+# Every check CI runs: the Debian packages install while the venv is built and linted, then the whole suite.
+test:
+	$(MAKE) --no-print-directory -j2 lint system
+	$(TIMED) pytest timeout --signal=INT --kill-after=2m $(TEST_TIMEOUT) \
+		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow"

@@ -46,6 +46,16 @@ TINY_LLAMA = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n N --dist loadgroup` (make test) a test runs in the process of its `xdist_group`; a test
+    without one joins its module's, so that a module-scoped fixture (a real-model study, a cluster) is built
+    once. Before xdist reads the groups (tryfirst)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 def prompt_corpus() -> list[str]:
     return [path.read_text() for path in sorted((ROOT / "resources" / "prompts").iterdir())]
 
@@ -163,7 +173,8 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_llama_dir) -> TinyRun:
-    """One uninterrupted run of the whole chain on the tiny model (shared: it takes minutes)."""
+    """One uninterrupted run of the whole chain on the tiny model (shared: it takes minutes; tests read it and
+    change only a copy, `copy_run`). Tests that use it share the xdist group `tiny_run` (one worker builds it)."""
     import pandas as pd
 
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run") / "study")
@@ -173,6 +184,13 @@ def tiny_run(tmp_path_factory, tiny_llama_dir) -> TinyRun:
         path.stem: pd.read_parquet(path) for path in (workdir / "results/tiny/metrics").glob("*.parquet")
     }
     return TinyRun(workdir, args, result.stdout + result.stderr, tables)
+
+
+def copy_run(run: TinyRun, destination: Path) -> Path:
+    """A copy of a finished run's folder (results, Snakemake's records, the model's link) for a test that
+    changes it: the shared run stays as it finished."""
+    shutil.copytree(run.workdir, destination, symlinks=True)
+    return destination
 
 
 def job_counts(output: str) -> dict[str, int]:

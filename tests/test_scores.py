@@ -6,8 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biasprune.activations import CACHE_SCHEMA, WANDA_SITES
+from biasprune.activations import CACHE_SCHEMA
 from biasprune.scores import score
+from biasprune.vocabulary import WANDA_SITES
 
 GROUPS = ("White", "Black")
 RNG = np.random.default_rng(0)

@@ -181,8 +181,9 @@ def jobs_of_run(cluster: Cluster, run_id: str) -> list[dict]:
 
 def test_test_study_runs_through_the_slurm_profile(cluster, tiny_llama_dir, tmp_path):
     workdir = copy_workflow(tmp_path / "study")
-    # The test config on the tiny model, with one head method and one uniform control (fewer waves of jobs),
-    # and the model declared as a GPU model: its jobs ask for a GPU until the test profile maps that away.
+    # The test config on the tiny model, with one head method, one scope and one uniform control (the chain
+    # through sbatch in few waves of jobs; every scope runs in the tiny chain), and the model declared as a
+    # GPU model: its jobs ask for a GPU until the test profile maps that away.
     args = tiny_study(
         workdir,
         tiny_llama_dir,
@@ -191,7 +192,13 @@ def test_test_study_runs_through_the_slurm_profile(cluster, tiny_llama_dir, tmp_
             "neurons": {"methods": []},
             "heads": {"methods": ["name_attention"]},
         },
-        masks={"random_seeds": 1, "matched_seeds": 0, "generic": False, "random_scopes": ["domain"]},
+        masks={
+            "scopes": ["domain"],
+            "random_seeds": 1,
+            "matched_seeds": 0,
+            "generic": False,
+            "random_scopes": ["domain"],
+        },
     )
     config = yaml.safe_load((workdir / args[1]).read_text())
     config["model_registry"]["tiny"]["gpus"] = 1

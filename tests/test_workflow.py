@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import TINY_SETS, job_counts, snakemake, tiny_study
+from conftest import TINY_SETS, copy_run, job_counts, snakemake, tiny_study
 
 from biasprune.ablation import Mask, masked
 from biasprune.io import read_provenance
@@ -96,9 +96,16 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
     assert "output: results/prompts/hiring.parquet" in result.stdout
 
 
-def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_dir):
-    workdir, args = tiny_run.workdir, tiny_run.args
+@pytest.mark.xdist_group("tiny_run")
+def test_the_tiny_chain_runs_every_unit_scope_and_control_into_the_tables_and_the_appendix(tiny_run):
+    workdir = tiny_run.workdir
     counts = job_counts(tiny_run.output)
+    # Every rule of the workflow runs here but three, each run by a test of its own in every CI run:
+    # greedy_scores (test_greedy_head_selection_...), export_pruned (test_scoring_change_...), comparison
+    # (tests/test_two_models.py).
+    listed = snakemake(workdir, "--list-rules", *tiny_run.args).stdout.splitlines()
+    rules = {line.split()[0] for line in listed if line.strip()}
+    assert len(rules) > 20 and rules - set(counts) == {"greedy_scores", "export_pruned", "comparison"}
     sets = len(TINY_SETS)
     assert counts["activations"] == 2 and counts["residuals"] == 2
     assert counts["scores"] == 2 * sets and counts["masks"] == sets * 4
@@ -166,6 +173,11 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
     assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
     paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
     assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_dir, tmp_path):
+    workdir, args = copy_run(tiny_run, tmp_path / "study"), tiny_run.args
     snakemake(workdir, "--report", "reports/report.zip", *args)
     with zipfile.ZipFile(workdir / "reports/report.zip") as archive:
         names = archive.namelist()

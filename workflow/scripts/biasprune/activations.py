@@ -38,8 +38,8 @@ from .hooks import hooks, split_site
 from .io import atomic_path, provenance_metadata
 from .models import ModelAdapter
 from .tokens import chat_prompt, encode_with_name_positions
+from .vocabulary import RESIDUAL_SITE, WANDA_SITES
 
-WANDA_SITES = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
 CACHE_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -184,10 +184,6 @@ def cache_batch(model, tokenizer, sequences: Sequence[CachedPrompt], positions: 
     with hooks(adapter, _cache_hooks(adapter, weights, collector)):
         model(**batch, use_cache=False)
     return collector.table([sequence.prompt_id for sequence in sequences])
-
-
-RESIDUAL_SITE = "resid"
-RESIDUAL_REDUCTIONS = {"name": "last_name", "answer": "answer"}  # config position -> cache reduction
 
 
 @torch.inference_mode()

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .activations import RESIDUAL_REDUCTIONS, RESIDUAL_SITE, WANDA_SITES
 from .methods import method_names
 from .stats import pooled_sd
+from .vocabulary import RESIDUAL_REDUCTIONS, RESIDUAL_SITE, WANDA_SITES
 
 SCORE_SCHEMA = pa.schema(
     [

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 # A pooled SD this small relative to the means is rounding noise of sums of squares (e.g. every name giving
 # the same answer, where resampled sums of squares cancel to ~1e-8 relative): the SMD is then undefined.
@@ -105,6 +104,8 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[f
 def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value, normal approximation with tie and continuity correction (scipy's);
     NaN when a group is empty (without scipy's small-sample warning). Every value tied gives 1."""
+    from scipy.stats import mannwhitneyu  # here: scipy.stats costs every job that imports this module ~1 s
+
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) == 0 or len(b) == 0:
         return math.nan

@@ -35,6 +35,12 @@ PRUNED, RANDOM, MATCHED, GENERIC = "pruned", "random", "matched", "generic"
 CONTROLS = (RANDOM, MATCHED, GENERIC)
 BASE = "base"  # the unpruned answers (per-name summaries)
 
+# -- the activation cache (written by activations, read by scores) ----------------------------------------
+# Sites whose per-prompt input norms the Wanda scores read (TransformerLens names, `blocks.{layer}.` dropped).
+WANDA_SITES = ("ln1.hook_normalized", "attn.hook_z", "ln2.hook_normalized", "mlp.hook_post")
+RESIDUAL_SITE = "resid"
+RESIDUAL_REDUCTIONS = {"name": "last_name", "answer": "answer"}  # config position -> cache reduction
+
 # -- settings -----------------------------------------------------------------------------------------------
 TAU, FRACTION, SHARE, K, LAYERS = "tau", "fraction", "share", "k", "layers"
 SETTING_KINDS = (TAU, FRACTION, SHARE, K, LAYERS)
