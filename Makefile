@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Extra arguments for Snakemake, e.g. `make study ARGS="--configfile config/test-config.yaml"`.
 ARGS ?=
-# make test: parallel pytest processes (pytest-xdist; tests that share an expensive fixture carry one
-# `xdist_group` and run in one process) and the limit after which pytest is interrupted and reports where
-# it was (CI's own hard limit is 90 minutes; the suite takes about 30 alone).
+# make test: parallel pytest processes (pytest-xdist: a process takes a whole test module at a time, so a
+# module's fixtures are built once; tests/conftest.py starts the longest modules first) and the limit after
+# which pytest is interrupted and reports where it was (CI's own hard limit is 90 minutes).
 TEST_WORKERS ?= 2
 TEST_TIMEOUT ?= 60m
 TIMED := bash scripts/timed.sh
@@ -39,7 +39,7 @@ lint: venv
 test:
 	$(MAKE) --no-print-directory -j2 lint system
 	$(TIMED) pytest timeout --signal=INT --kill-after=2m $(TEST_TIMEOUT) \
-		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+		$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow"

@@ -46,14 +46,24 @@ TINY_LLAMA = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)
+# The modules that take minutes (each builds a chain, a cluster or a real-model study in a module or session
+# fixture), longest first: `pytest -n 2 --dist loadfile --no-loadscope-reorder` (make test) hands a process
+# a whole module at a time in this order, so the longest start first and the short ones fill the gaps.
+LONGEST_FIRST = (
+    "test_e2e",
+    "test_tiny_chain",
+    "test_qwen",
+    "test_two_models",
+    "test_gpu_check",
+    "test_slurm",
+    "test_workflow",
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Under `pytest -n N --dist loadgroup` (make test) a test runs in the process of its `xdist_group`; a test
-    without one joins its module's, so that a module-scoped fixture (a real-model study, a cluster) is built
-    once. Before xdist reads the groups (tryfirst)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    """Run the longest modules first (LONGEST_FIRST), the rest in their collected order."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 def prompt_corpus() -> list[str]:
@@ -173,8 +183,8 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_llama_dir) -> TinyRun:
-    """One uninterrupted run of the whole chain on the tiny model (shared: it takes minutes; tests read it and
-    change only a copy, `copy_run`). Tests that use it share the xdist group `tiny_run` (one worker builds it)."""
+    """One uninterrupted run of the whole chain on the tiny model (it takes minutes; tests read it and change
+    only a copy, `copy_run`). Only tests/test_tiny_chain.py uses it, so one test process builds it."""
     import pandas as pd
 
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny-run") / "study")

@@ -1,20 +1,15 @@
 """The workflow as Snakemake sees it: both configs plan the whole chain, a new domain file is a new use
 case with no code change, and edits rerun only what they make stale."""
 
-import zipfile
-
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
-from conftest import TINY_SETS, copy_run, job_counts, snakemake, tiny_study
+from conftest import job_counts, snakemake, tiny_study
 
-from biasprune.ablation import Mask, masked
 from biasprune.io import read_provenance
 from biasprune.masks import load_masks
-from biasprune.models import load_model
 
 # The appendix's figures (workflow/rules/common.smk FIGURES).
 FIGURES = ("baseline", "before_after", "transfer", "units", "tradeoff", "components", "overlap")
@@ -94,158 +89,6 @@ def test_prompt_tables_of_the_test_config_and_stale_only_reruns(workdir):
     result = snakemake(workdir, "-n", *targets, *args)
     assert job_counts(result.stdout) == {"prompts": 1, "total": 1}
     assert "output: results/prompts/hiring.parquet" in result.stdout
-
-
-@pytest.mark.xdist_group("tiny_run")
-def test_the_tiny_chain_runs_every_unit_scope_and_control_into_the_tables_and_the_appendix(tiny_run):
-    workdir = tiny_run.workdir
-    counts = job_counts(tiny_run.output)
-    # Every rule of the workflow runs here but three, each run by a test of its own in every CI run:
-    # greedy_scores (test_greedy_head_selection_...), export_pruned (test_scoring_change_...), comparison
-    # (tests/test_two_models.py).
-    listed = snakemake(workdir, "--list-rules", *tiny_run.args).stdout.splitlines()
-    rules = {line.split()[0] for line in listed if line.strip()}
-    assert len(rules) > 20 and rules - set(counts) == {"greedy_scores", "export_pruned", "comparison"}
-    sets = len(TINY_SETS)
-    assert counts["activations"] == 2 and counts["residuals"] == 2
-    assert counts["scores"] == 2 * sets and counts["masks"] == sets * 4
-    assert (
-        counts["evaluate"] == sets * 4 * 2
-        and counts["damage"] == sets * 4
-        and counts["condition_metrics"] == 1
-    )
-    _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
-    assert {condition for condition, _ in masks} == {
-        "purchase/-chair",
-        "purchase/-car",
-        "hiring/-software developer",
-        "hiring/-lawyer",
-    }
-    for unit, method in TINY_SETS:
-        assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
-    # The result tables: every (selection x evaluated domain) cell of the domain scope, with random controls.
-    transfer = pd.read_parquet(workdir / "results/tiny/metrics/transfer.parquet")
-    cells = transfer[(transfer["scope"] == "domain") & (transfer["method"] == "name_attention")]
-    assert sorted(zip(cells["selection"], cells["evaluated"], cells["in_sample"], strict=True)) == [
-        ("hiring", "hiring", True),
-        ("hiring", "purchase", False),
-        ("purchase", "hiring", False),
-        ("purchase", "purchase", True),
-    ]
-    assert cells["random_reduction_mean"].notna().all() and cells["kl"].notna().all()
-    # Head masks by frequency are never empty and their matched control ran. On one variation the generic
-    # control (top heads by the attention mass of both groups) is the paper's mask itself: not stored.
-    assert (~cells["vacuous"]).all() and cells["matched_reduction_mean"].notna().all()
-    manifest, _ = load_masks(workdir / "results/tiny/masks/heads/name_attention/variation.safetensors")
-    assert {g for entry in manifest["conditions"].values() for g in entry["generic"].values()} == {
-        "identical"
-    }
-    conditions = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
-    assert set(conditions["scope"]) == {"variation", "loo", "domain", "cross"}
-    assert set(conditions["control"]) == {"pruned", "random", "matched", "generic"}
-    # Directions: every scope, every control where the config asks for them, one edit per residual layer.
-    for method in ("mean_difference", "leace"):
-        rows = conditions[(conditions["unit"] == "directions") & (conditions["method"] == method)]
-        assert set(rows["scope"]) == {"variation", "loo", "domain", "cross"}
-        controlled = rows[rows["scope"].isin(["domain", "cross"])]
-        assert set(controlled["control"]) == {"pruned", "random", "matched", "generic"}
-        assert set(rows.loc[rows["scope"] == "loo", "control"]) == {"pruned"}
-        assert (rows["n_pruned"] == 3).all() and (rows["share_pruned"] == 1).all()  # layers 0, 1 and final
-        assert rows.loc[rows["level"] == "variation", "kl"].notna().all()
-    # A weight mask lies inside its matched pool in every matrix (the intersection of the selected group's
-    # top-tau sets), and its generic control prunes as many entries per matrix.
-    manifest, masks = load_masks(workdir / "results/tiny/masks/weights/wanda/domain.safetensors")
-    for condition, setting in masks:
-        mask, pool = masks[condition, setting], masks.part(condition, setting, "pool")
-        generic = masks.part(condition, setting, "generic")
-        assert all(not (mask[k] & ~pool[k]).any() for k in mask)
-        assert all(int(generic[k].sum()) == int(mask[k].sum()) for k in mask)
-    # The appendix and the Snakemake report of the same run.
-    html = (workdir / "reports/tiny/appendix.html").read_text()
-    assert html.count("data:image/png;base64,") == 7 and 'id="findings-table"' in html
-    assert "A linear direction found in other contexts removes more of the gap" in html  # claim 5
-    findings = pd.read_csv(workdir / "reports/tiny/tables/findings.csv")
-    assert set(findings["claim"]) == {1, 2, 3, 4, 5}
-    assert set(findings.loc[findings["claim"] == 5, "units"]) == {
-        "directions/mean_difference",
-        "directions/leace",
-    }
-    assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
-    paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
-    assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
-
-
-@pytest.mark.xdist_group("tiny_run")
-def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_dir, tmp_path):
-    workdir, args = copy_run(tiny_run, tmp_path / "study"), tiny_run.args
-    snakemake(workdir, "--report", "reports/report.zip", *args)
-    with zipfile.ZipFile(workdir / "reports/report.zip") as archive:
-        names = archive.namelist()
-    assert any(name.endswith("/appendix.html") for name in names)
-    assert sum(name.endswith(".png") for name in names) == 7
-    assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
-    # A pruned model for one mask: the saved folder gives the logits of the masked model.
-    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
-    config["export"] = {
-        "unit": "heads",
-        "method": "attribution",
-        "scope": "domain",
-        "condition": "hiring",
-        "setting": "share=0.039",
-    }
-    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--cores", "1", "results/tiny/pruned", *args)
-    pruned, tokenizer = load_model(workdir / "results/tiny/pruned", device="cpu")
-    original, _ = load_model(tiny_llama_dir, device="cpu")
-    _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/domain.safetensors", original)
-    ids = torch.tensor([tokenizer("Hi Jamal, $")["input_ids"]])
-    with torch.no_grad(), masked(original, Mask("heads", masks["hiring", "share=0.039"]), "hooks"):
-        expected = original(ids).logits
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(ids).logits, expected)
-    # Resources and unused settings change no result: a GPU request, every batch size, the threads,
-    # another readout mode's setting.
-    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
-    config["model_registry"]["tiny"]["gpus"] = 1
-    config["readout"]["batch_size"] = 3
-    config["activations"] |= {"batch_size": 5, "attribution_batch_size": 1}
-    config["threads"] = 1
-    config["readout"]["max_new_tokens"] = 3  # used by sample and greedy, not by expected
-    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
-    assert "Nothing to be done" in snakemake(workdir, "-n", *args).stdout
-    # A neuron-scoring parameter: the neuron activation scores (and what follows) rerun, no cache, no answers.
-    config = yaml.safe_load((workdir / "config/tiny.yaml").read_text())
-    config["scoring"]["neurons"]["position"] = "name"
-    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(workdir, "-n", *args)
-    counts = job_counts(result.stdout)
-    print("after a scoring change:", counts)
-    assert counts == {
-        "scores": 2,
-        "masks": 4,
-        "evaluate": 4 * 2,
-        "damage": 4,
-        "condition_metrics": 1,
-        # Every figure but the baseline's, the findings, the CSV tables and the appendix.
-        **{f"figure_{name}": 1 for name in FIGURES if name != "baseline"},
-        "findings": 1,
-        "tables": 1,
-        "appendix": 1,
-        "all": 1,
-        "total": 29,
-    }
-    assert "results/tiny/scores/neurons/activation/purchase.parquet" in result.stdout
-    # A cache parameter reruns the cache and every score, but not the answers.
-    config["activations"]["positions"] = "name_and_answer"
-    (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
-    counts = job_counts(snakemake(workdir, "-n", *args).stdout)
-    print("after a cache change:", counts)
-    assert (
-        counts["activations"] == 2
-        and counts["scores"] == 8
-        and counts["masks"] == 16
-        and "answers" not in counts
-    )
 
 
 def test_greedy_head_selection_runs_the_model_and_feeds_the_masks(workdir, tiny_llama_dir):

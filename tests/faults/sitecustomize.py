@@ -1,5 +1,5 @@
-"""Fault injection for tests/test_faults.py: Python imports this file at start-up when its folder is on
-PYTHONPATH. In the job script of rule $BIASPRUNE_KILL_RULE it sends SIGKILL the moment the job is about to
+"""Fault injection for the fault test of tests/test_tiny_chain.py: Python imports this file at start-up when
+its folder is on PYTHONPATH. In the job script of rule $BIASPRUNE_KILL_RULE it sends SIGKILL the moment the job is about to
 publish a finished result (the os.replace of its temporary file onto `results/...`): the worst moment, all
 the work done and nothing committed. $BIASPRUNE_KILL_SCOPE is `job` (the job's process alone, as the OOM
 killer or scancel would) or `run` (the job and Snakemake with it: its process group, as when a node is lost).
