@@ -23,6 +23,7 @@ from biasprune.synthetic import (  # noqa: E402 (the library is found through th
     model_config,
     trained_tokenizer,
 )
+from biasprune.vocabulary import SCOPES  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # What a fresh clone holds that a run needs (results, models and caches stay behind).
@@ -166,8 +167,9 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["scoring"]["heads"] = {"methods": ["name_attention", "attribution"]}
     config["scoring"]["directions"] = {"methods": ["mean_difference", "leace"]}
     config["activations"] = {"attribution": True}
-    # every kind of control, at the domain and cross scopes, on the tiny chain
-    config["masks"] |= {"random_seeds": 1, "generic": True, "random_scopes": ["domain", "cross"]}
+    # every scope, and every kind of control at the domain and cross scopes, on the tiny chain
+    config["masks"] |= {"scopes": list(SCOPES), "random_seeds": 1, "generic": True}
+    config["masks"]["random_scopes"] = ["domain", "cross"]
     config.update(changes)
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))
     return ("--configfile", "config/tiny.yaml")

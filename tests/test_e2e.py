@@ -41,7 +41,7 @@ REPORT = {
 def study(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e") / "study")
     result = snakemake(workdir, "--cores", "2", "--configfile", CONFIG)
-    assert job_counts(result.stderr + result.stdout)["total"] == 58
+    assert job_counts(result.stderr + result.stdout)["total"] == 42
     return workdir
 
 
@@ -153,9 +153,9 @@ def test_stale_only_reruns_after_a_real_run(study, capsys):
     assert plans["scoring.heads.aggregate: median"] == total(
         {
             "scores": 2,  # heads/name_attention x 2 domains
-            "masks": 4,  # x 4 scopes
-            "evaluate": 4 * 2,  # x 2 evaluated domains
-            "damage": 4,
+            "masks": 2,  # x 2 scopes (variation, domain)
+            "evaluate": 2 * 2,  # x 2 evaluated domains
+            "damage": 2,
             "condition_metrics": 1,
             **REPORT,
         }
