@@ -4,6 +4,7 @@ throwaway copy of the workflow to run Snakemake in."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# Two test processes run torch at once (their own and their Snakemake jobs'): OpenMP's spinning idle threads
+# then take the cores the other process needs. Sleeping ones: 1.9x one process's time for the pair instead of
+# 3.5x (bench/thread_contention.py). Set before torch starts, here and in every job these tests launch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 

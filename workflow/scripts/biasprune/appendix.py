@@ -83,9 +83,12 @@ VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
 MEANING = {
     HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
     FAILS: "a contrast of the claim has an interval that excludes 0 against the claimed direction, or a rise of "
-    "anomalous or invalid answers lies wholly above its margin",
-    UNKNOWN: "the data cannot decide: an interval contains 0, or no cell could carry the claim",
-    "secondary": "a pair other than the paper's, reported for comparison; it does not decide the claim",
+    "anomalous answers or of lost valid mass lies wholly above its margin",
+    UNKNOWN: "the data cannot decide: an interval contains 0, no cell could carry the claim, or no control "
+    "could decide it",
+    "secondary": "not a verdict: a row beside the one primary verdict per claim and unit pair (another pair, a "
+    "sweep's later setting, claim 5 in context, the matched-control specificity row); its p is Holm-corrected "
+    "over every secondary row",
 }
 
 
@@ -139,7 +142,8 @@ def findings_rows(table: pd.DataFrame) -> list[dict]:
                 "name": row["contrast"],
                 "text": "n/a"
                 if pd.isna(row["estimate"])
-                else f"{row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]",
+                else f"{row['estimate']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+                + ("" if pd.isna(row.get("p_holm", math.nan)) else f", Holm p {row['p_holm']:.3g}"),
             }
             for _, row in part.iterrows()
         ]

@@ -5,7 +5,7 @@ Claims (study-facts, from the paper's abstract):
 2. Neuron-level pruning reduces bias more than pruning attention heads (decided on the paper's pair,
    `weights/wanda` against `heads/name_attention`; other pairs are secondary rows).
 3. Effectiveness falls as the strategy is made more general: variation > held-out variation > other context,
-   each level measured by its excess over its size-matched control.
+   each level measured by its excess over its deciding control.
 4. Bias is partly general (transfer beats its control) and partly context-specific (transfer falls short
    of the in-context effect).
 5. A linear direction found in other contexts removes more of the gap than the components found there
@@ -16,14 +16,17 @@ Claims (study-facts, from the paper's abstract):
 How a number is made. A cell is one evaluated variation under one mask. Cells whose mask prunes nothing
 (vacuous) and cells whose unpruned signed-SMD interval contains 0 (no measurable gap to reduce) are left
 out and counted. Over the remaining cells of a claim the reduction is pooled, R = 1 - sum|SMD_pruned| /
-sum|SMD_base|, never a mean of ratios. Every quantity is recomputed on the same name-bootstrap draws
-(names resampled within each race group, the draws shared by every table of a domain), so contrasts such as
-"pruned minus its control" are differences draw by draw; the interval is the percentile interval of that
-difference. A contrast supports its claim only when its interval excludes 0 in the claimed direction, and
-contradicts it only when it excludes 0 the other way; anything else, and any empty or undefined input, is
-`inconclusive`. Multiplicity: one pooled contrast per claim part (no per-cell tests); a claim of two parts
-holds only if both do (an intersection-union test, which needs no correction). Rows of different methods or
-settings are separate verdicts, never averaged across a sweep.
+sum|SMD_base|, never a mean of ratios. Every quantity is recomputed on the study's one name-bootstrap draw
+(names resampled within each race group, the same names in every domain and table), so contrasts such as
+"pruned minus its control" are differences draw by draw, and a seeded control's seeds are resampled inside
+each draw; the interval is the percentile interval of that difference. Claims 1, 3 and 4 are decided against
+the group-blind generic control, else a uniform control with at least MIN_SEEDS seeds; the matched control
+is a secondary specificity row. A contrast supports its claim only when its interval excludes 0 in the
+claimed direction, and contradicts it only when it excludes 0 the other way; anything else, and any empty or
+undefined input, is `inconclusive`. Claims 1 and 5 also need no large rise in anomalous answers or loss of
+valid mass (`anomaly`). Multiplicity: one pooled contrast per claim part (no per-cell tests); a claim of two
+parts holds only if both do (an intersection-union test); one primary verdict per claim and unit pair (a
+sweep's first setting); every other row is secondary, with Holm's adjusted p over all of them.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import numpy as np
 import pandas as pd
 
 from .conditions import pooled
-from .metrics import measurable, name_draws
+from .metrics import group_names, measurable, name_draws
 from .stats import percentile_interval, smd_from_sums
 from .vocabulary import (
     BASE,
+    GENERIC,
     HELD_OUT,
     IN_CONTEXT,
     LEVEL_LOO,
@@ -51,11 +55,25 @@ from .vocabulary import (
 )
 
 HOLDS, FAILS, UNKNOWN = "holds", "does not hold", "inconclusive"
-# "Without a large rise in anomalous outputs" (claim 1): the rise, over the unpruned model's own value, of
-# the share of answers outside the unpruned 5-95% band and of the invalid-answer rate, each at most this.
+# "Without a large rise in anomalous outputs" (claims 1 and 5): the rise, over the unpruned model's own value,
+# of the share of anomalous answers (valid values farther outside the unpruned 5-95% band than it is wide,
+# metrics.FENCE, or every answer of a cell whose spread collapsed below COLLAPSE of the unpruned spread) and
+# of the loss of valid probability mass (invalid answers, the expected readout's grid coverage, the exact
+# readout's unexplored mass), each at most this.
 ANOMALY_MARGIN = 0.05
-# The control each contrast is taken against: the hardest one the run evaluated.
-REFERENCE_CONTROLS = (MATCHED, RANDOM)
+COLLAPSE = 0.1
+# The controls claims 1, 3 and 4 are decided against, the first the run evaluated on every cell: the
+# group-blind generic control, then uniform random draws. A seeded control needs MIN_SEEDS seeds, resampled
+# inside every bootstrap draw, so that its own randomness is in the interval. The matched control (drawn
+# from the pool the mask was chosen from) is a specificity row of claim 1, Holm-corrected with the others.
+DECIDING_CONTROLS = (GENERIC, RANDOM)
+# Claim 3 holds only when its levels' masks prune shares within this ratio (general masks are intersections
+# and shrink; a smaller mask removing less would make the claim by construction).
+MAX_SHARE_RATIO = 2.0
+MIN_SEEDS = 2
+# Secondary rows (pairs other than the paper's, settings after a sweep's first, claim 5 in context, the
+# matched-control specificity rows) are Holm-corrected together at this family-wise level (two-sided).
+FAMILY_LEVEL = 0.05
 CLAIMS = {
     1: "Pruning reduces the Black/White disparity without a large rise in anomalous outputs.",
     2: "Neuron-level pruning (MLP weights) reduces bias more than pruning attention heads.",
@@ -66,14 +84,15 @@ CLAIMS = {
 }
 PAPER_PAIR = (units_label("weights", "wanda"), units_label("heads", "name_attention"))
 SERIES = ["unit", "method", "scope", "condition", "setting", "control", "seed", "domain", "variation"]
-FIELDS = ["n_valid", "total", "total_sq", "n_inlier", "n_answers"]
+FIELDS = ["n_valid", "total", "total_sq", "n_far", "n_answers", "mass_valid", "mass_total"]
 
 
 class Draws:
     """Every per-name summary of a run evaluated on the shared name-bootstrap draws (draw 0 = all names).
 
     For each series (a mask or control on one variation, or the unpruned answers) it holds, per draw, |SMD|
-    and the pooled counts (valid answers, answers inside the unpruned band, answers)."""
+    and the pooled FIELDS of both groups. The draws are the study's one name draw (metrics.name_draws): a
+    name drawn twice counts twice in every domain, so cells pooled across domains keep their covariance."""
 
     def __init__(self, names: pd.DataFrame, groups: Sequence[str], metrics: dict):
         reference, focal = groups
@@ -82,8 +101,8 @@ class Draws:
         self.abs_smd, self.signed, self.counts = {}, {}, {}
         for domain, part in names.groupby("domain", sort=False):
             own = base[base["domain"] == domain]
-            order = {g: list(dict.fromkeys(own.loc[own["race"] == g, "name"])) for g in groups}
-            ref_index, focal_index = name_draws(order, groups, metrics["bootstrap"], metrics["seed"], domain)
+            order = group_names(own, groups)
+            ref_index, focal_index = name_draws(order, groups, metrics["bootstrap"], metrics["seed"])
             weights = [
                 self._weights(index, len(order[g]))
                 for index, g in ((ref_index, reference), (focal_index, focal))
@@ -124,6 +143,13 @@ class Draws:
         return measurable(*percentile_interval(self.signed[self.base_key(domain, variation)][1:], confidence))
 
 
+def _spread(counts: np.ndarray) -> np.ndarray:
+    """Per draw, the SD of a series' valid answers from its pooled (count, sum, sum of squares)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = counts[:, 1] / counts[:, 0]
+        return np.sqrt(np.maximum(counts[:, 2] / counts[:, 0] - mean**2, 0))
+
+
 def _estimate(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
     """Point (draw 0) and percentile interval (the other draws) of a per-draw quantity."""
     return float(values[0]), *percentile_interval(values[1:], confidence)
@@ -134,12 +160,44 @@ def _direction(low: float, high: float) -> int:
     return 1 if low > 0 else -1 if high < 0 else 0
 
 
+def seed_weights(count: int, draws: int, seed: int) -> np.ndarray:
+    """(draws, count) weights of a control's seeds: draw 0 the mean over its seeds, every other draw a
+    resample of the seeds with replacement, so the control's own randomness enters each interval."""
+    rng = np.random.default_rng([seed, count])
+    resampled = rng.multinomial(count, np.full(count, 1 / count), size=draws - 1)
+    return np.vstack([np.ones(count), resampled]) / count
+
+
+def bootstrap_p(values: np.ndarray) -> float:
+    """Two-sided bootstrap p of a per-draw contrast (draw 0 the point): twice the smaller tail of the draws
+    at 0, with the +1 of a Monte Carlo p. NaN when the draws are undefined."""
+    draws = values[1:]
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0:
+        return np.nan
+    tail = min((draws <= 0).sum(), (draws >= 0).sum())
+    return float(min(1.0, 2 * (tail + 1) / (len(draws) + 1)))
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and is not counted)."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[index]))
+        out[index] = running
+    return out
+
+
 class Claims:
     """The claims of one run, from its conditions table (which cells exist, their level, their share
     pruned, KL) and the per-draw summaries."""
 
-    def __init__(self, conditions: pd.DataFrame, draws: Draws, confidence: float):
-        self.draws, self.confidence = draws, confidence
+    def __init__(self, conditions: pd.DataFrame, draws: Draws, confidence: float, seed: int = 0):
+        self.draws, self.confidence, self.seed = draws, confidence, seed
         cells = conditions[
             (conditions["level"] == "variation") & (conditions["control"] == PRUNED) & ~pooled(conditions)
         ].copy()
@@ -189,28 +247,40 @@ class Claims:
             note += f"; {unmeasurable} left out: no measurable baseline bias"
         return kept, note
 
-    def control_of(self, cells: pd.DataFrame) -> str | None:
-        """The reference control every cell has (matched if evaluated everywhere, else random)."""
-        for control in REFERENCE_CONTROLS:
+    def control_of(self, cells: pd.DataFrame, choices=DECIDING_CONTROLS) -> tuple[str | None, str]:
+        """(the first of `choices` evaluated on every cell with at least MIN_SEEDS seeds if seeded, why none)."""
+        why = []
+        for control in choices:
             seeds = self.seeds.get(control)
             if (
-                seeds is not None
-                and len(cells)
-                and all(
-                    (c.unit, c.method, c.scope, c.condition, c.setting, c.domain, c.variation) in seeds.index
-                    for c in cells.itertuples()
-                )
+                seeds is None
+                or not len(cells)
+                or not all(self._cell(c) in seeds.index for c in cells.itertuples())
             ):
-                return control
-        return None
+                why.append(f"no {control} control on every cell")
+                continue
+            count = min(len(seeds[self._cell(c)]) for c in cells.itertuples())
+            if control != GENERIC and count < MIN_SEEDS:
+                why.append(f"the {control} control has {count} seed (its randomness needs {MIN_SEEDS})")
+                continue
+            return control, ""
+        return None, "; ".join(why)
+
+    @staticmethod
+    def _cell(c) -> tuple:
+        return (c.unit, c.method, c.scope, c.condition, c.setting, c.domain, c.variation)
 
     def _seeds(self, cell, control: str) -> list[int]:
-        return self.seeds[control][
-            (cell.unit, cell.method, cell.scope, cell.condition, cell.setting, cell.domain, cell.variation)
-        ]
+        return self.seeds[control][self._cell(cell)]
+
+    def _over_seeds(self, per_seed: list[np.ndarray]) -> np.ndarray:
+        """A control's per-draw quantity from its seeds' (seed_weights: resampled in every draw)."""
+        stacked = np.stack(per_seed)
+        weights = seed_weights(len(per_seed), stacked.shape[1], self.seed)
+        return np.einsum("bk,kb->b", weights, stacked)
 
     def reduction(self, cells: pd.DataFrame, control: str = PRUNED) -> np.ndarray:
-        """Pooled reduction 1 - sum|SMD| / sum|SMD_base| per draw (a control: mean over its seeds)."""
+        """Pooled reduction 1 - sum|SMD| / sum|SMD_base| per draw (a control: over its resampled seeds)."""
         base = sum(self.draws.abs_smd[Draws.base_key(c.domain, c.variation)] for c in cells.itertuples())
         if control == PRUNED:
             return 1 - sum(self.draws.abs_smd[self._key(c)] for c in cells.itertuples()) / base
@@ -218,7 +288,7 @@ class Claims:
         pruned = [
             sum(self.draws.abs_smd[self._key(c, control, s)] for c in cells.itertuples()) for s in seeds
         ]
-        return 1 - np.mean(pruned, axis=0) / base
+        return 1 - self._over_seeds(pruned) / base
 
     def change(self, cells: pd.DataFrame) -> np.ndarray:
         """Mean absolute change of |SMD| per cell (pruned minus unpruned), per draw."""
@@ -231,24 +301,53 @@ class Claims:
         )
 
     def rates(self, cells: pd.DataFrame, control: str = PRUNED) -> tuple[np.ndarray, np.ndarray]:
-        """(anomalous share, invalid rate) per draw pooled over the cells: answers outside the unpruned
-        5-95% band among valid ones, invalid among all. control="base": the unpruned model's own; a control:
-        the mean over its seeds."""
+        """(anomalous share, valid-mass loss) per draw pooled over the cells: valid answers farther outside
+        the unpruned band than it is wide (all of a cell's whose spread collapsed below COLLAPSE of the
+        unpruned spread) among valid ones, and the probability not read as a valid number among all.
+        control="base": the unpruned model's own; a control: over its resampled seeds."""
+        bases = [Draws.base_key(c.domain, c.variation) for c in cells.itertuples()]
         if control == BASE:
-            series = [[Draws.base_key(c.domain, c.variation) for c in cells.itertuples()]]
+            series = [bases]
         elif control == PRUNED:
             series = [[self._key(c) for c in cells.itertuples()]]
         else:
             seeds = self._seeds(next(cells.itertuples()), control)
             series = [[self._key(c, control, s) for c in cells.itertuples()] for s in seeds]
-        anomalous, invalid = [], []
+        anomalous, lost = [], []
         for keys in series:
-            total = sum(self.draws.counts[k] for k in keys)
-            valid, inlier, answers = total[:, 0], total[:, 3], total[:, 4]
+            far, valid, mass_valid, mass_total = 0, 0, 0, 0
+            for key, base in zip(keys, bases, strict=True):
+                counts = self.draws.counts[key]
+                collapsed = _spread(counts) < COLLAPSE * _spread(self.draws.counts[base])
+                far = far + np.where(collapsed, counts[:, 0], counts[:, 3])
+                valid, mass_valid, mass_total = (
+                    valid + counts[:, 0],
+                    mass_valid + counts[:, 5],
+                    mass_total + counts[:, 6],
+                )
             with np.errstate(invalid="ignore", divide="ignore"):
-                anomalous.append(1 - inlier / valid)
-                invalid.append(1 - valid / answers)
-        return np.mean(anomalous, axis=0), np.mean(invalid, axis=0)
+                anomalous.append(far / valid)
+                lost.append(1 - mass_valid / mass_total)
+        if len(series) == 1:
+            return anomalous[0], lost[0]
+        return self._over_seeds(anomalous), self._over_seeds(lost)
+
+    def anomaly(self, cells: pd.DataFrame) -> tuple[dict, bool, bool, str]:
+        """(rises over the unpruned model's own value per draw, large, small, text) of the cells' anomalous
+        share and valid-mass loss: large when a rise's interval lies above ANOMALY_MARGIN, small when both lie
+        at or below it."""
+        anomalous, lost = self.rates(cells)
+        own_anomalous, own_lost = self.rates(cells, BASE)
+        rises = {"anomalous-share rise": anomalous - own_anomalous, "valid-mass loss rise": lost - own_lost}
+        bounds = [self.estimate(values) for values in rises.values()]
+        large = any(low > ANOMALY_MARGIN for _, low, _ in bounds)
+        small = all(high <= ANOMALY_MARGIN for _, _, high in bounds)
+        text = (
+            f"anomalous share {self._fmt(anomalous)} vs the unpruned model's own {self._fmt(own_anomalous)}; "
+            f"valid-mass loss {self._fmt(lost)} vs {self._fmt(own_lost)} (a rise counts as large above "
+            f"{ANOMALY_MARGIN})"
+        )
+        return rises, large, small, text
 
     def estimate(self, values: np.ndarray) -> tuple[float, float, float]:
         return _estimate(values, self.confidence)
@@ -265,6 +364,7 @@ class Claims:
             "estimate": estimate,
             "low": low,
             "high": high,
+            "p": bootstrap_p(values) if values is not None else np.nan,
             "cells": cells,
             "cells_note": note,
             "evidence": evidence,
@@ -287,17 +387,17 @@ class Claims:
     def pruning_works(self) -> list[dict]:
         out = []
         for (units, setting), all_cells in self.cells[self.cells["generalisation"] == IN_CONTEXT].groupby(
-            ["units", "setting"]
+            ["units", "setting"], sort=False
         ):
             cells, note = self.usable(all_cells)
-            control = self.control_of(cells)
+            control, why = self.control_of(cells)
             if cells.empty or control is None:
                 reason = (
                     "no measurable baseline bias"
                     if len(all_cells) and (~all_cells["measurable"]).all()
                     else "every mask prunes nothing"
                     if all_cells["vacuous"].all()
-                    else "no control evaluated on these cells"
+                    else f"no control to decide against: {why}"
                 )
                 out.append(
                     self.row(
@@ -305,7 +405,7 @@ class Claims:
                         units,
                         setting,
                         UNKNOWN,
-                        f"reduction minus control ({reason})",
+                        "reduction minus its control",
                         None,
                         len(cells),
                         note,
@@ -314,24 +414,13 @@ class Claims:
                 )
                 continue
             excess = self.reduction(cells) - self.reduction(cells, control)
-            anomalous, invalid = self.rates(cells)
-            own_anomalous, own_invalid = self.rates(cells, BASE)
-            rises = {
-                "anomalous-share rise": anomalous - own_anomalous,
-                "invalid-rate rise": invalid - own_invalid,
-            }
+            rises, large, small, anomaly = self.anomaly(cells)
             direction = _direction(*self.estimate(excess)[1:])
-            bounds = {name: self.estimate(values) for name, values in rises.items()}
-            large = any(low > ANOMALY_MARGIN for _, low, _ in bounds.values())
-            small = all(high <= ANOMALY_MARGIN for _, _, high in bounds.values())
             verdict = HOLDS if direction > 0 and small else FAILS if direction < 0 or large else UNKNOWN
             evidence = (
                 f"pooled reduction {self._fmt(self.reduction(cells))} vs {control} control "
                 f"{self._fmt(self.reduction(cells, control))}; excess {self._fmt(excess)}; mean change of |SMD| "
-                f"{self._fmt(self.change(cells))}; anomalous share {self._fmt(anomalous)} vs the unpruned model's "
-                f"own {self._fmt(own_anomalous)} and the {control} control's {self._fmt(self.rates(cells, control)[0])}; "
-                f"invalid rate {self._fmt(invalid)} vs {self._fmt(own_invalid)} "
-                f"(a rise counts as large above {ANOMALY_MARGIN}); KL {self._kl(cells, PRUNED):.3f} vs "
+                f"{self._fmt(self.change(cells))}; {anomaly}; KL {self._kl(cells, PRUNED):.3f} vs "
                 f"{control} control {self._kl(cells, control):.3f}; share pruned {self._share(cells):.4f}"
             )
             out.append(
@@ -361,15 +450,30 @@ class Claims:
                         evidence,
                     )
                 )
+            out.append(self.specificity(cells, units, setting, note))
         return out
+
+    def specificity(self, cells: pd.DataFrame, units: str, setting: str, note: str) -> dict:
+        """Claim 1's secondary row: the reduction minus that of the matched control (drawn from the pool the
+        mask was chosen from), when it was evaluated on every cell with enough seeds."""
+        contrast = f"reduction minus {MATCHED} control (specificity)"
+        control, why = self.control_of(cells, (MATCHED,))
+        if control is None:
+            return self.row(1, units, setting, UNKNOWN, contrast, None, len(cells), note, why, False)
+        excess = self.reduction(cells) - self.reduction(cells, MATCHED)
+        evidence = (
+            f"pooled reduction {self._fmt(self.reduction(cells))} vs {MATCHED} control "
+            f"{self._fmt(self.reduction(cells, MATCHED))}; secondary, Holm-corrected"
+        )
+        return self.row(1, units, setting, "secondary", contrast, excess, len(cells), note, evidence, False)
 
     def neurons_beat_heads(self) -> list[dict]:
         in_context = self.cells[self.cells["generalisation"] == IN_CONTEXT]
         neuron = in_context[in_context["unit"].isin(["weights", "neurons"])]
         heads = in_context[in_context["unit"] == "heads"]
         out = []
-        for (a_units, a_setting), a in neuron.groupby(["units", "setting"]):
-            for (b_units, b_setting), b in heads.groupby(["units", "setting"]):
+        for (a_units, a_setting), a in neuron.groupby(["units", "setting"], sort=False):
+            for (b_units, b_setting), b in heads.groupby(["units", "setting"], sort=False):
                 primary = (a_units, b_units) == PAPER_PAIR
                 where = ["domain", "variation"]
                 a_ok, note_a = self.usable(a)
@@ -436,20 +540,31 @@ class Claims:
         return out
 
     def _excess(self, cells: pd.DataFrame):
-        """(excess over the reference control per draw, control, cells used, note) of one level's cells."""
+        """(excess over the deciding control per draw, control, cells used, note) of one level's cells."""
         kept, note = self.usable(cells)
-        control = self.control_of(kept)
+        control, why = self.control_of(kept)
         if kept.empty or control is None:
-            return None, control, kept, note
+            return None, control, kept, f"{note}; {why}" if why else note
         return self.reduction(kept) - self.reduction(kept, control), control, kept, note
 
     def generality(self) -> list[dict]:
         out = []
-        for (units, setting), cells in self.cells.groupby(["units", "setting"]):
+        for (units, setting), cells in self.cells.groupby(["units", "setting"], sort=False):
             levels = {
                 "variation": cells[cells["generalisation"] == LEVEL_VARIATION],
                 "held-out variation": cells[cells["generalisation"] == LEVEL_LOO],
                 "other context": cells[cells["generalisation"].isin(OTHER_CONTEXT)],
+            }
+            # the levels on the same evaluated variations, so that no level is pooled over easier ones
+            shared = set.intersection(
+                *(
+                    set(zip(u["domain"], u["variation"], strict=True))
+                    for u, _ in map(self.usable, levels.values())
+                )
+            )
+            levels = {
+                name: part[[(d, v) in shared for d, v in zip(part["domain"], part["variation"], strict=True)]]
+                for name, part in levels.items()
             }
             excess = {name: self._excess(part) for name, part in levels.items()}
             missing = [name for name, (values, *_) in excess.items() if values is None]
@@ -477,10 +592,17 @@ class Claims:
             }
             directions = [_direction(*self.estimate(v)[1:]) for v in differences.values()]
             verdict = HOLDS if all(d > 0 for d in directions) else FAILS if min(directions) < 0 else UNKNOWN
-            evidence = "; ".join(
+            evidence = f"on the {len(shared)} variations every level has; " + "; ".join(
                 f"{name}: excess over {e[1]} control {self._fmt(e[0])}, share pruned {self._share(e[2]):.4f}"
                 for name, e in excess.items()
             )
+            shares = [self._share(e[2]) for e in excess.values()]
+            if not min(shares) > 0 or max(shares) / min(shares) > MAX_SHARE_RATIO:
+                evidence += (
+                    f"; the levels' masks differ in size by more than {MAX_SHARE_RATIO:g}x, so a fall with "
+                    "generality may be built in by mask size"
+                )
+                verdict = UNKNOWN if verdict == HOLDS else verdict
             cells_used = sum(len(e[2]) for e in excess.values())
             for contrast, values in differences.items():
                 out.append(
@@ -490,7 +612,7 @@ class Claims:
 
     def partly_general(self) -> list[dict]:
         out = []
-        for (units, setting), cells in self.cells.groupby(["units", "setting"]):
+        for (units, setting), cells in self.cells.groupby(["units", "setting"], sort=False):
             transfer, control, transfer_cells, note_t = self._excess(
                 cells[cells["generalisation"].isin(OTHER_CONTEXT)]
             )
@@ -539,7 +661,7 @@ class Claims:
         papers = self.cells[self.cells["units"].isin(PAPER_PAIR)]
         where = ["domain", "variation"]
         out = []
-        for (units, setting), all_cells in directions.groupby(["units", "setting"]):
+        for (units, setting), all_cells in directions.groupby(["units", "setting"], sort=False):
             for level, label, primary in ((HELD_OUT, "held out", True), (IN_CONTEXT, "in context", False)):
                 mine, note = self.usable(all_cells[all_cells["generalisation"] == level])
                 at_level = papers[papers["generalisation"] == level]
@@ -574,7 +696,9 @@ class Claims:
                 ours = self.reduction(shared)
                 difference = ours - theirs
                 direction = _direction(*self.estimate(difference)[1:])
-                verdict = {1: HOLDS, -1: FAILS, 0: UNKNOWN}[direction]
+                # the damage gate of claim 1: a direction that removes the gap by wrecking answers does not win
+                _, large, small, anomaly = self.anomaly(shared)
+                verdict = HOLDS if direction > 0 and small else FAILS if direction < 0 or large else UNKNOWN
                 others = ", ".join(
                     f"{u} ({s}) {values[2][0]:+.2f} on {len(values[0])} cells"
                     for (u, s), values in candidates.items()
@@ -585,8 +709,8 @@ class Claims:
                     f"KL {self._kl(shared, PRUNED):.3f}) vs best paper method {best[0]} ({best[1]}) "
                     f"{self._fmt(theirs)} (share pruned {self._share(paired):.4f}, KL "
                     f"{self._kl(paired, PRUNED):.3f}); difference {self._fmt(difference)}; best chosen by the "
-                    f"larger point reduction on the shared cells; other candidates: {others or 'none'}"
-                    + ("" if primary else "; within context, does not decide the claim")
+                    f"larger point reduction on the shared cells; other candidates: {others or 'none'}; the direction's "
+                    f"{anomaly}" + ("" if primary else "; within context, does not decide the claim")
                 )
                 out.append(
                     self.row(
@@ -611,7 +735,7 @@ def findings(
     """One row per contrast of each claim and unit/method (and setting): the claim's verdict, the contrast's
     estimate and interval, the cells it pools and those left out, and the numbers behind it. Claim 5 has rows
     only in a run with directions."""
-    claims = Claims(conditions, Draws(names, groups, metrics), metrics["confidence"])
+    claims = Claims(conditions, Draws(names, groups, metrics), metrics["confidence"], metrics["seed"])
     table = pd.DataFrame(
         claims.pruning_works()
         + claims.neurons_beat_heads()
@@ -620,4 +744,26 @@ def findings(
         + claims.directions_beat_components()
     )
     table.insert(1, "statement", table["claim"].map(CLAIMS))
+    return multiplicity(table, metrics["confidence"])
+
+
+def multiplicity(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """One primary verdict per claim and unit pair (a sweep's first setting; the others, like every other
+    secondary row, say `secondary`), and Holm's adjusted p over the secondary rows (`p_holm`), with each row's
+    `multiplicity` stating the count and the level."""
+    table = table.copy()
+    first = table.groupby(["claim", "units"], sort=False)["setting"].transform("first")
+    table["primary"] = table["primary"] & (table["setting"] == first)
+    table.loc[~table["primary"], "verdict"] = "secondary"
+    secondary = ~table["primary"]
+    table["p_holm"] = np.nan
+    table.loc[secondary, "p_holm"] = holm(table.loc[secondary, "p"].to_numpy(float))
+    verdicts = table[table["primary"]].drop_duplicates(["claim", "units", "setting"])
+    tested = int(np.isfinite(table.loc[secondary, "p"]).sum())
+    table["multiplicity"] = np.where(
+        table["primary"],
+        f"one of {len(verdicts)} primary verdicts, each from {confidence:.0%} intervals (one-sided "
+        f"{(1 - confidence) / 2:.3g} per direction), not corrected across claims",
+        f"secondary: Holm over {tested} secondary contrasts, family-wise {FAMILY_LEVEL} (p_holm)",
+    )
     return table

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -161,16 +160,18 @@ def measurable(low: float, high: float) -> bool:
     return bool(low > 0 or high < 0)
 
 
-def name_draws(names: dict, groups: Sequence[str], resamples: int, seed: int, domain: str):
-    """The name resamples of a domain: the same for every table of the study (so tables pair up)."""
+def name_draws(names: dict, groups: Sequence[str], resamples: int, seed: int):
+    """The name resamples of the study: one draw per study, the same in every domain and table, so a name
+    drawn twice counts twice in every cell it answers and cells pooled across domains keep their covariance
+    (`names` in the order of group_names, the same in every domain)."""
     reference, focal = groups
-    return bootstrap_indices(
-        len(names[reference]), len(names[focal]), resamples, seed + zlib.crc32(str(domain).encode())
-    )
+    return bootstrap_indices(len(names[reference]), len(names[focal]), resamples, seed)
 
 
-def _names(frame: pd.DataFrame, groups: Sequence[str]) -> dict[str, list[str]]:
-    return {group: list(dict.fromkeys(frame.loc[frame["race"] == group, "name"])) for group in groups}
+def group_names(frame: pd.DataFrame, groups: Sequence[str]) -> dict[str, list[str]]:
+    """{group: its names, sorted}: an order that does not depend on a domain's rows, so that name_draws
+    resample the same names in every domain."""
+    return {group: sorted(set(frame.loc[frame["race"] == group, "name"])) for group in groups}
 
 
 def labelled_answers(answer_files: Sequence, prompt_files: Sequence) -> pd.DataFrame:
@@ -192,7 +193,7 @@ def variation_smds(
     answers = winsorized(weighted_answers(answers), winsorize)
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
-        names = _names(frame, groups)
+        names = group_names(frame, groups)
         for variation, part in frame.groupby("variation", sort=False):
             rows.append(
                 {"domain": domain, "variation": variation, "smd": _point(part, names, groups, ddof)[3]}
@@ -225,8 +226,8 @@ def bias_table(
     answers = winsorized(weighted_answers(answers), winsorize)
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
-        names = _names(frame, groups)
-        draws = name_draws(names, groups, resamples, seed, domain)
+        names = group_names(frame, groups)
+        draws = name_draws(names, groups, resamples, seed)
         sums = []
         for variation, part in frame.groupby("variation", sort=False):
             bias = _variation_bias(part, names, groups, draws, ddof, confidence)
@@ -295,6 +296,10 @@ def _reduction(pruned, base) -> np.ndarray:
 
 
 BAND = (5, 95)
+# Claim 1's anomalous answer: a valid value farther outside the unpruned answers' 5-95% band than the band is
+# wide (FENCE band widths on either side), so the rule scales with the unpruned model's own spread under the
+# readout that produced it, and a shift smaller than that spread is not an anomaly.
+FENCE = 1.0
 
 
 def inlier_ratio(pruned: np.ndarray, base: np.ndarray, band=BAND, pruned_weights=None, base_weights=None):
@@ -317,10 +322,16 @@ def name_summaries(
     winsorize: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Per (`by`..., domain, variation, name, race): answers, valid answers, sum and sum of squares of the
-    valid values, and how many valid values lie inside the unpruned answers' 5-95% band of the variation
-    (all weighted: probability masses for the exact readout; `ddof` says which). Everything the findings'
+    valid values, how many valid values lie inside the unpruned answers' 5-95% band of the variation
+    (`n_inlier`) and how many lie farther outside it than it is wide (`n_far`, claim 1's anomalies), all
+    weighted (probability masses for the exact readout; `ddof` says which); and the probability the readout
+    placed on valid numbers (`mass_valid`: the expected readout's valid answers count by their grid coverage)
+    out of all it read (`mass_total`: the exact readout adds its unexplored mass). Everything the findings'
     name bootstrap needs, as (count, sum, sumsq) are for the SMD."""
     ddof = ddof_of(base)
+    keys = [*by, "domain", "variation", "name", "race"]
+    unexplored = answers.get("mass_unexplored", pd.Series(0.0, index=answers.index)).fillna(0.0)
+    unexplored = unexplored.groupby([answers[k] for k in keys], sort=False, dropna=False).sum()
     answers = winsorized(weighted_answers(answers), winsorize, by)
     base = winsorized(weighted_answers(base), winsorize)
     valid = base[base["valid"]]
@@ -339,25 +350,28 @@ def name_summaries(
     weight = frame["weight"].where(frame["valid"], 0.0)
     value = frame["value"].where(frame["valid"]).fillna(0)
     inside = (frame["value"] >= frame["band_low"]) & (frame["value"] <= frame["band_high"])
+    width = FENCE * (frame["band_high"] - frame["band_low"])
+    far = (frame["value"] < frame["band_low"] - width) | (frame["value"] > frame["band_high"] + width)
+    coverage = frame["coverage"].fillna(1.0) if "coverage" in frame else 1.0
     frame = frame.assign(
         n_valid=weight,
         total=weight * value,
         total_sq=weight * value**2,
         n_inlier=weight.where(inside, 0.0),
+        n_far=weight.where(far, 0.0),
+        mass_valid=weight * coverage,
     )
-    keys = [*by, "domain", "variation", "name", "race"]
-    return (
-        frame.groupby(keys, sort=False, dropna=False)
-        .agg(
-            n_answers=("weight", "sum"),
-            n_valid=("n_valid", "sum"),
-            total=("total", "sum"),
-            total_sq=("total_sq", "sum"),
-            n_inlier=("n_inlier", "sum"),
-        )
-        .reset_index()
-        .assign(ddof=ddof)
+    table = frame.groupby(keys, sort=False, dropna=False).agg(
+        n_answers=("weight", "sum"),
+        n_valid=("n_valid", "sum"),
+        total=("total", "sum"),
+        total_sq=("total_sq", "sum"),
+        n_inlier=("n_inlier", "sum"),
+        n_far=("n_far", "sum"),
+        mass_valid=("mass_valid", "sum"),
     )
+    table["mass_total"] = table["n_answers"] + unexplored.reindex(table.index).fillna(0.0).to_numpy()
+    return table.reset_index().assign(ddof=ddof)
 
 
 def comparison_table(
@@ -380,8 +394,8 @@ def comparison_table(
     pruned = winsorized(weighted_answers(pruned), winsorize)
     base = winsorized(weighted_answers(base), winsorize)
     (domain,) = base["domain"].unique()
-    names = _names(base, groups)
-    draws = name_draws(names, groups, resamples, seed, domain)
+    names = group_names(base, groups)
+    draws = name_draws(names, groups, resamples, seed)
     rows, boots, base_boots = [], [], []
     for variation, part in pruned.groupby("variation", sort=False):
         base_part = base[base["variation"] == variation]
