@@ -490,9 +490,17 @@ def test_one_control_seed_cannot_decide_and_the_generic_control_is_preferred():
     one = run(gap=3.0, effect=removes({"in": 1.0}), noise=0.0, controls=[("matched", 0)])
     rows = claim_1(one)
     assert set(rows["verdict"]) == {UNKNOWN}
-    assert rows["evidence"].str.endswith("no generic control on every cell; no random control on every cell").all()
+    assert (
+        rows["evidence"]
+        .str.endswith("no generic control on every cell; no random control on every cell")
+        .all()
+    )
     specificity = one[one["contrast"] == "reduction minus matched control (specificity)"]
-    assert specificity["evidence"].str.fullmatch(r"the matched control has 1 seed \(its randomness needs 2\)").all()
+    assert (
+        specificity["evidence"]
+        .str.fullmatch(r"the matched control has 1 seed \(its randomness needs 2\)")
+        .all()
+    )
     two = run(gap=3.0, effect=removes({"in": 1.0}), noise=0.0, controls=[("random", 0)])
     assert set(claim_1(two)["verdict"]) == {UNKNOWN}
     assert claim_1(two)["evidence"].str.contains("the random control has 1 seed").all()
