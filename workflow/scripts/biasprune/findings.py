@@ -755,7 +755,8 @@ def multiplicity(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
     first = table.groupby(["claim", "units"], sort=False)["setting"].transform("first")
     table["primary"] = table["primary"] & (table["setting"] == first)
     table.loc[~table["primary"], "verdict"] = "secondary"
-    secondary = ~table["primary"]
+    # the anomaly rises are tested against a margin, not 0: not in the family
+    secondary = ~table["primary"] & ~table["contrast"].str.contains(" rise (margin", regex=False)
     table["p_holm"] = np.nan
     table.loc[secondary, "p_holm"] = holm(table.loc[secondary, "p"].to_numpy(float))
     verdicts = table[table["primary"]].drop_duplicates(["claim", "units", "setting"])
