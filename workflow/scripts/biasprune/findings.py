@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .conditions import pooled
+from .folds import design
 from .metrics import group_names, measurable, name_draws
 from .stats import percentile_interval, smd_from_sums
 from .vocabulary import (
@@ -563,7 +564,13 @@ class Claims:
                 )
             )
             levels = {
-                name: part[[(d, v) in shared for d, v in zip(part["domain"], part["variation"], strict=True)]]
+                # a bool array, never a list: an empty list would select no columns of an empty level
+                name: part[
+                    np.array(
+                        [(d, v) in shared for d, v in zip(part["domain"], part["variation"], strict=True)],
+                        bool,
+                    )
+                ]
                 for name, part in levels.items()
             }
             excess = {name: self._excess(part) for name, part in levels.items()}
@@ -744,6 +751,8 @@ def findings(
         + claims.directions_beat_components()
     )
     table.insert(1, "statement", table["claim"].map(CLAIMS))
+    folds = int(conditions["name_folds"].max()) if "name_folds" in conditions and len(conditions) else 1
+    table["names"] = design(folds)
     return multiplicity(table, metrics["confidence"])
 
 
