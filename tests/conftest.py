@@ -173,7 +173,7 @@ def tiny_study(workdir: Path, tiny_llama_dir: Path, **changes) -> tuple[str, str
     config["scoring"]["directions"] = {"methods": ["mean_difference", "leace"]}
     config["activations"] = {"attribution": True}
     # every scope, and every kind of control at the domain and cross scopes, on the tiny chain
-    config["masks"] |= {"scopes": list(SCOPES), "random_seeds": 1, "generic": True}
+    config["masks"] |= {"scopes": list(SCOPES), "random_seeds": 1, "matched_seeds": 1, "generic": True}
     config["masks"]["random_scopes"] = ["domain", "cross"]
     config.update(changes)
     (workdir / "config/tiny.yaml").write_text(yaml.safe_dump(config))

@@ -84,8 +84,9 @@ def test_inlier_ratio_against_numpy_percentiles():
     assert inlier_ratio(pruned, base) == pytest.approx(3 / 7)
 
 
-def evaluated(condition, control, seed, frame, scope="domain", n_pruned=3, in_sample=True):
+def evaluated(condition, control, seed, frame, scope="domain", n_pruned=3, in_sample=True, fold=""):
     return frame.assign(
+        fold=fold,
         unit="heads",
         method="attribution",
         scope=scope,
@@ -157,3 +158,34 @@ def test_a_mask_that_prunes_nothing_is_empty_not_zero():
     assert conditions["vacuous"].all()
     assert conditions[["reduction", "abs_smd", "kl", "inlier_ratio"]].isna().all().all()
     assert transfer["reduction"].isna().all() and transfer["vacuous"].all()
+
+
+def test_cross_fitted_folds_pool_into_one_condition_over_every_name():
+    """Fold A's mask read on fold A's names (selected on B's) and B's on B's: one condition whose SMD is over
+    all names (by hand), n_pruned the folds' mean, `name_folds` 2, each name's row with the fold it is in."""
+    base, pruned = answers(8.0), answers(3.0, seed=1)
+    fold_a = {"Emily", "Todd", "Jamal", "Ebony"}
+    on_b = ~pruned["name"].isin(fold_a)
+    evaluation = pd.concat(
+        [
+            evaluated("purchase", "pruned", -1, pruned[~on_b], n_pruned=2, fold="A"),
+            evaluated("purchase", "pruned", -1, pruned[on_b], n_pruned=6, fold="B"),
+        ],
+        ignore_index=True,
+    )
+    damage = pd.DataFrame(
+        [
+            {"unit": "heads", "method": "attribution", "scope": "domain", "condition": "purchase"}
+            | {"setting": "share=0.1", "control": "pruned", "seed": -1, "kl": 0.2}
+        ]
+    )
+    manifest = {"unit": "heads", "method": "attribution", "scope": "domain", "shapes": {"0": [4], "1": [6]}}
+    conditions, transfer, names = condition_tables([evaluation], damage, [manifest], base, GROUPS, METRICS)
+    rows = conditions.set_index("variation")
+    assert len(rows) == 3  # chair, car and the domain: one condition, not one per fold
+    assert rows.loc["chair", "smd"] == pytest.approx(hand_smd(pruned[pruned["variation"] == "chair"]))
+    assert (rows["n_pruned"] == 4).all() and (rows["name_folds"] == 2).all()
+    assert (transfer["name_folds"] == 2).all()
+    selected = names[names["control"] == "pruned"].drop_duplicates("name").set_index("name")["fold"]
+    assert selected.to_dict() == {name: "A" if name in fold_a else "B" for name in selected.index}
+    assert (names.loc[names["control"] == "base", "fold"] == "").all()

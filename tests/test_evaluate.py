@@ -227,3 +227,51 @@ def test_head_means_are_the_mean_o_proj_input_over_real_tokens(tiny):
     finally:
         handle.remove()
     torch.testing.assert_close(means["1"], torch.cat(inputs).mean(0), atol=1e-5, rtol=1e-4)
+
+
+def test_a_fold_mask_reads_only_the_names_that_did_not_select_it_and_each_name_once(tiny):
+    """Cross-fitted: fold A's mask (selected without Emily and Jamal) reads only their prompts and fold B's
+    only Todd's and Ebony's, each exactly as a direct readout under that mask; the all-names mask is not
+    evaluated; an empty fold mask's controls are the unpruned answers, on the same names as the mask."""
+    model, tokenizer = tiny
+    settings = readout_settings(batch_size=3)
+    prompts = prompt_rows()
+    base = pa.Table.from_pydict(
+        read_answers(model, tokenizer, prompts, ANSWER, settings), schema=ANSWER_SCHEMA
+    )
+    heads = {
+        "A": {"0": torch.tensor([True, False, False, True]), "1": torch.tensor([False, True, False, False])},
+        "B": {"0": torch.tensor([False, True, True, False]), "1": torch.tensor([False, False, False, True])},
+    }
+    none = {"0": torch.zeros(4, dtype=torch.bool), "1": torch.zeros(4, dtype=torch.bool)}
+    info = manifest("domain", {"purchase": {"purchase": ["chair", "car"]}}, seeds=(0,))
+    selected = {"A": ["Emily", "Jamal"], "B": ["Ebony", "Todd"]}
+    info["folds"] = {
+        fold: {"names": names, "conditions": manifest("domain", {"purchase": {}}, seeds=(0,))["conditions"]}
+        for fold, names in selected.items()
+    }
+    info["folds"]["B"]["conditions"]["purchase"]["counts"][SETTING] = {"0": 0}  # B's mask: empty
+    masks = {
+        ("purchase", SETTING): heads["A"],
+        ("purchase@A", SETTING): heads["A"],
+        ("purchase@B", SETTING): none,
+    }
+    table = evaluate_domain(model, tokenizer, info, masks, prompts, base, ANSWER, settings).to_pandas()
+    for (control, _seed), part in table.groupby(["control", "seed"]):
+        assert sorted(part["prompt_id"]) == sorted(row["prompt_id"] for row in prompts), control  # once each
+    for fold, names in selected.items():
+        rows = table[(table["fold"] == fold)]
+        assert rows["prompt_id"].str.split("-").str[1].isin(names).all()  # only the names it held out
+    own = table[(table["control"] == PRUNED) & (table["fold"] == "A")].set_index("prompt_id")
+    held_out = [row for row in prompts if row["name"] in selected["A"]]
+    with masked(model, Mask("heads", heads["A"]), "hooks"):
+        direct = read_answers(model, tokenizer, held_out, ANSWER, readout_settings(batch_size=8))
+    np.testing.assert_allclose(
+        own.loc[[row["prompt_id"] for row in held_out], "value"], direct["value"], rtol=1e-4
+    )
+    base_value = dict(
+        zip(base.column("prompt_id").to_pylist(), base.column("value").to_pylist(), strict=True)
+    )
+    empty = table[table["fold"] == "B"]
+    assert set(empty["control"]) == {PRUNED, RANDOM} and (empty["n_pruned"] == 0).all()
+    assert empty["value"].tolist() == [base_value[p] for p in empty["prompt_id"]]

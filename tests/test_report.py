@@ -68,6 +68,7 @@ def context():
         "groups": ["White", "Black"],
         "metrics": {"confidence": 0.95, "bootstrap": 100},
         "names": [{"name": "D'Andre & <b>", "race": "Black", "gender": "male"}],
+        "folds": {"A": ["D'Andre & <b>", "Emily"], "B": ["Jamal", "Todd"]},
         "examples": [
             {"domain": "purchase", "variations": [EVIL], "text": f"I want to buy a {EVIL}", "prefix": "$"}
         ],
@@ -103,6 +104,15 @@ def test_appendix_escapes_every_value_and_embeds_everything():
     assert ">nan<" not in html.lower()
     assert "it estimates one number per prompt &lt;i&gt;" in html  # the readout's estimand, escaped
     assert "A &lt;coder&gt; model." in html  # what the model is and where its bytes came from
+
+
+def test_the_appendix_says_which_names_selected_and_which_evaluated():
+    cross_fitted = " ".join(render(context()).split())
+    assert "dealt into 2 folds (A: D&#39;Andre &amp; &lt;b&gt;, Emily; B: Jamal, Todd)" in cross_fitted
+    assert "no name evaluates a mask it helped select" in cross_fitted
+    same = " ".join(render(context() | {"folds": {}}).split())
+    assert "The same names selected and evaluated every mask (the paper's design)" in same
+    assert "dealt into" not in same
 
 
 def test_the_model_origin_names_every_wheel_and_hash_it_was_checked_against():

@@ -27,6 +27,7 @@ from biasprune.models import load_model
 # The appendix's figures (workflow/rules/common.smk FIGURES).
 FIGURES = ("baseline", "before_after", "transfer", "units", "tradeoff", "components", "overlap")
 FAULTS = ROOT / "tests" / "faults"  # sitecustomize.py: SIGKILL at the moment a job publishes its result
+NAMES = yaml.safe_load((ROOT / "config/test-config.yaml").read_text())["names"]["include"]
 SET = "heads/name_attention"  # needs the activation cache, the first killed rule
 SLICE = (
     "results/tiny/metrics/baseline.parquet",
@@ -53,13 +54,29 @@ def test_the_tiny_chain_runs_every_unit_scope_and_control_into_the_tables_and_th
         and counts["damage"] == sets * 4
         and counts["condition_metrics"] == 1
     )
-    _, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
-    assert {condition for condition, _ in masks} == {
-        "purchase/-chair",
-        "purchase/-car",
-        "hiring/-software developer",
-        "hiring/-lawyer",
-    }
+    manifest, masks = load_masks(workdir / "results/tiny/masks/heads/attribution/loo.safetensors")
+    loo = {"purchase/-chair", "purchase/-car", "hiring/-software developer", "hiring/-lawyer"}
+    # the all-names masks and, cross-fitted, each fold's (selected without its names)
+    assert {condition for condition, _ in masks} == loo | {f"{c}@{f}" for c in loo for f in "AB"}
+    folds = {fold: set(entry["names"]) for fold, entry in manifest["folds"].items()}
+    assert (
+        sorted(folds) == ["A", "B"] and folds["A"] | folds["B"] == set(NAMES) and not folds["A"] & folds["B"]
+    )
+    # Every evaluation reads each name once per mask, under the mask of the fold holding it out.
+    for path in (workdir / "results/tiny/eval").glob("*/*/*/*.parquet"):
+        table = pd.read_parquet(path)
+        labels = pd.read_parquet(
+            workdir / f"results/prompts/{path.stem}.parquet", columns=["prompt_id", "name"]
+        )
+        table = table.merge(labels, on="prompt_id")
+        assert [table["name"][table["fold"] == fold].isin(names).all() for fold, names in folds.items()] == [
+            True,
+            True,
+        ], path
+        assert not table.duplicated(["condition", "setting", "control", "seed", "prompt_id"]).any(), path
+    names_table = tiny_run.tables["names"]
+    read = names_table[names_table["control"] != "base"]
+    assert (read["fold"] == read["name"].map({n: f for f, ns in folds.items() for n in ns})).all()
     for unit, method in TINY_SETS:
         assert pq.read_table(workdir / f"results/tiny/scores/{unit}/{method}/hiring.parquet").num_rows > 0
     # The result tables: every (selection x evaluated domain) cell of the domain scope, with random controls.
@@ -110,6 +127,8 @@ def test_the_tiny_chain_runs_every_unit_scope_and_control_into_the_tables_and_th
         "directions/leace",
     }
     assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
+    assert (findings["names"].str.startswith("cross-fitted over 2 folds")).all()
+    assert (conditions["name_folds"] == 2).all()
     paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
     assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
 

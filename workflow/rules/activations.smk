@@ -70,6 +70,7 @@ rule scores:
     params:
         scoring=job_params("scoring"),
         groups=job_params("groups"),
+        folds=job_params("folds"),
     script:
         "../scripts/scores.py"
 
@@ -96,6 +97,7 @@ rule greedy_scores:
         model=job_params("model_runtime"),
         heads=job_params("greedy"),
         groups=job_params("groups"),
+        folds=job_params("folds"),
         answer=job_params("answer"),
         sequence_prefix=job_params("sequence_prefix"),
     script:

@@ -16,6 +16,7 @@ rule masks:
         groups=job_params("groups"),
         model=job_params("model_runtime"),
         signs=job_params("mask_signs"),
+        folds=job_params("folds"),
     script:
         "../scripts/masks.py"
 

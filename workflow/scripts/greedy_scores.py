@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from biasprune.folds import per_fold
 from biasprune.greedy import greedy_scores, greedy_steps
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
@@ -21,17 +22,23 @@ with log_to(snakemake.log[0]):
     answers = pq.read_table(
         snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
     )
-    table = greedy_scores(
-        model,
-        tokenizer,
-        pq.read_table(snakemake.input.prompts).to_pylist(),
-        answers.to_pylist(),
-        Answer(**snakemake.params.answer),
-        snakemake.params.groups,
-        steps,
-        snakemake.params.sequence_prefix,
-        snakemake.resources.batch_size,
-        progress=tqdm,
+    prompts, answers = pq.read_table(snakemake.input.prompts).to_pylist(), answers.to_pylist()
+    # once on all names, once per fold on the names it does not hold out (folds.py)
+    table = per_fold(
+        snakemake.params.folds,
+        lambda held_out: greedy_scores(
+            model,
+            tokenizer,
+            [row for row in prompts if row["name"] not in held_out],
+            answers,
+            Answer(**snakemake.params.answer),
+            snakemake.params.groups,
+            steps,
+            snakemake.params.sequence_prefix,
+            snakemake.resources.batch_size,
+            progress=tqdm,
+        ),
     )
-    write_parquet(table, snakemake.output.scores, {"method": "greedy_attention", "steps": steps})
+    provenance = {"method": "greedy_attention", "steps": steps, "folds": snakemake.params.folds}
+    write_parquet(table, snakemake.output.scores, provenance)
     print(f"greedy: {steps} steps per variation")

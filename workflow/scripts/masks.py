@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 
 from biasprune.bits import TensorWriter
+from biasprune.folds import ALL_NAMES
 from biasprune.io import atomic_path
 from biasprune.logs import log_to
-from biasprune.masks import build_masks
+from biasprune.masks import build_fold_masks
 from biasprune.metrics import labelled_answers, variation_smds
 from biasprune.models import load_model
 
@@ -19,12 +20,20 @@ with log_to(snakemake.log[0]):
     if unit == "weights":  # the Wanda score multiplies the cached norms by the weights
         runtime = snakemake.params.model
         model, _ = load_model(snakemake.input.model, "cpu", runtime["dtype"])
+    folds = snakemake.params.folds
     smds = None
-    if snakemake.params.signs:  # a method ranked against the bias reads the SMDs' signs
+    if snakemake.params.signs:  # a method ranked against the bias reads the SMDs' signs (of its own names)
         answers = labelled_answers(snakemake.input.answers, snakemake.input.prompts)
-        smds = variation_smds(answers, snakemake.params.groups, snakemake.params.signs["winsorize"])
+        smds = {
+            fold: variation_smds(
+                answers[~answers["name"].isin(held_out)],
+                snakemake.params.groups,
+                snakemake.params.signs["winsorize"],
+            )
+            for fold, held_out in {ALL_NAMES: (), **folds}.items()
+        }
     with TensorWriter(Path(snakemake.output.masks).parent) as writer:
-        manifest = build_masks(
+        manifest = build_fold_masks(
             unit,
             method,
             scope,
@@ -32,6 +41,7 @@ with log_to(snakemake.log[0]):
             snakemake.params.parameters,
             snakemake.params.groups,
             writer,
+            folds,
             smds=smds,
             model=model,
         )

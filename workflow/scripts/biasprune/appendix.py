@@ -214,6 +214,10 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
         if check.get("default_system_line")
         else "",
         f"{len(names)} names (the paper's harness: 64)" if len(names) != 64 else "",
+        f"masks cross-fitted over {len(config['folds'])} folds of names (the paper: the same names selected and "
+        "evaluated)"
+        if config.get("folds")
+        else "",
         f"{sum(config['variation_counts'].values())} variations in {len(config['variation_counts'])} domains "
         "(the paper: purchase with 18 items, and three further contexts)",
     ]
@@ -328,6 +332,7 @@ def appendix_html(
             "groups": config["groups"],
             "metrics": config["metrics"],
             "names": config["names"],
+            "folds": config.get("folds", {}),
             "examples": examples(prompt_files, config["prefixes"]),
             "methods": settings_rows(
                 {key: config[key] for key in ("scoring", "masks", "evaluate", "activations", "metrics")}

@@ -3,7 +3,8 @@
 `conditions` (tidy): one row per (unit, method, scope, condition, setting, control, seed, evaluated domain,
 variation) and one per evaluated domain (`level` = domain), with SMD and CI, relative reduction and its
 paired CI, Mann-Whitney p, invalid rate, inlier ratio, KL damage on the neutral prompts, the number and share
-of pruned components; rows of the condition's own mask (control = pruned) carry, for each control (random,
+of pruned components (the mean over a condition's folds), `name_folds` (1: the same names selected and
+evaluated the masks; k: cross-fitted, each name read under the masks selected without its fold); rows of the condition's own mask (control = pruned) carry, for each control (random,
 matched, generic), the mean, SD and count over seeds of its figures (`{control}_{figure}_mean|std`,
 `n_{control}`). A mask that prunes nothing is `vacuous`: its measured columns are empty, never 0. Conditions of scope `variation` and `loo` are also pooled per
 domain (`{d}/*`: each variation under its own mask; `{d}/-*`: each variation under the mask of the
@@ -96,7 +97,10 @@ def evaluated_table(
                 metrics["seed"],
                 metrics.get("winsorize"),
             )
-            table["n_pruned"] = part.groupby("condition")["n_pruned"].first().mean()
+            # the mean over the masks pooled: a condition's folds, a domain's variations
+            table["n_pruned"] = part.groupby(["condition", "fold"])["n_pruned"].first().mean()
+            # 1: the same names selected and evaluated; k: each name under masks selected without its fold
+            table["name_folds"] = part["fold"].nunique() if (part["fold"] != "").all() else 1
             rows.append(table.assign(**dict(zip(by, key, strict=True))))
     return pd.concat(rows, ignore_index=True)
 
@@ -127,15 +131,19 @@ def _with_control_summary(table: pd.DataFrame) -> pd.DataFrame:
 def names_table(
     evaluated: Sequence[pd.DataFrame], base: pd.DataFrame, winsorize: Sequence[float] | None = None
 ) -> pd.DataFrame:
-    """Per-name summaries of every evaluation (and of the unpruned answers, control = base)."""
+    """Per-name summaries of every evaluation (and of the unpruned answers, control = base), each with the
+    `fold` the mask it was read under held out, i.e. the name's own fold ("": all names, its own included,
+    selected the mask)."""
     by = [*KEYS, "control", "seed", "in_sample"]
     parts = [
-        name_summaries(frame, base[base["domain"] == frame["domain"].iloc[0]], by, winsorize)
+        name_summaries(frame, base[base["domain"] == frame["domain"].iloc[0]], by, winsorize).merge(
+            frame[[*by, "name", "fold"]].drop_duplicates(), on=[*by, "name"], validate="many_to_one"
+        )
         for frame in evaluated
         if len(frame)
     ]
     unpruned = name_summaries(base, base, winsorize=winsorize).assign(
-        **dict.fromkeys(KEYS, ""), control=BASE, seed=-1, in_sample=True
+        **dict.fromkeys(KEYS, ""), control=BASE, seed=-1, in_sample=True, fold=""
     )
     return pd.concat([unpruned[parts[0].columns], *parts], ignore_index=True)
 
@@ -210,6 +218,7 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
         "vacuous",
         "n_pruned",
         "share_pruned",
+        "name_folds",
         "base_smd",
         "base_measurable",
         "smd",

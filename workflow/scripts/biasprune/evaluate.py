@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from .ablation import Mask, masked
 from .directions import Edit, edit_of, edited, name_tokens
+from .folds import ALL_NAMES, evaluation_folds, fold_conditions, fold_key
 from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like, random_seed
 from .vocabulary import CROSS, GENERIC, MATCHED, PRUNED, RANDOM, WITHIN, Condition
@@ -39,7 +40,14 @@ class Evaluation:
     control: str  # pruned | random | matched | generic
     seed: int  # the manifest's seed of a random or matched control; -1 for the mask and its generic control
     variations: tuple[str, ...]
-    in_sample: bool  # the evaluated prompts were among those the mask was selected on
+    in_sample: bool  # the evaluated prompts' context was among those the mask was selected on
+    fold: str = ALL_NAMES  # the fold of names the mask held out (folds.py; "": none, all names selected it)
+    names: frozenset[str] | None = None  # the names read (a fold's); None: every name
+
+    @property
+    def key(self) -> str:
+        """The mask file's condition of the mask this evaluation applies."""
+        return fold_key(self.condition, self.fold)
 
 
 def _targets(condition: str, scope: str, domain: str, variations: Sequence[str], cross_in_sample: bool):
@@ -52,10 +60,12 @@ def _targets(condition: str, scope: str, domain: str, variations: Sequence[str],
     return tuple(variations)
 
 
-def controls(manifest: dict, condition: str, setting: str) -> list[tuple[str, int]]:
-    """(control, seed) of a condition's own mask and of each control evaluated beside it."""
-    entry = manifest["conditions"][condition]
-    if not sum(entry["counts"][setting].values()):
+def controls(manifest: dict, condition: str, setting: str, fold: str = ALL_NAMES) -> list[tuple[str, int]]:
+    """(control, seed) of a condition's own mask and of each control evaluated beside it. An empty mask has
+    none, unless it is one fold's (its controls are the unpruned answers too, so that a cross-fitted control
+    is read on the same names as its mask)."""
+    entry = fold_conditions(manifest, fold)[condition]
+    if not sum(entry["counts"][setting].values()) and not fold:
         return [(PRUNED, -1)]
     out = [(PRUNED, -1)] + [(RANDOM, seed) for seed in manifest["random_seeds"]]
     out += [(MATCHED, seed) for seed in manifest.get("matched_seeds", ())]
@@ -67,8 +77,10 @@ def controls(manifest: dict, condition: str, setting: str) -> list[tuple[str, in
 def evaluations(
     manifest: dict, domain: str, variations: Sequence[str], cross_in_sample: bool = False
 ) -> list[Evaluation]:
-    """Every mask the (scope of `manifest`, `domain`) job evaluates, its controls after it."""
+    """Every mask the (scope of `manifest`, `domain`) job evaluates, its controls after it; of a cross-fitted
+    manifest, each fold's masks on the fold's own names (which did not select them)."""
     out = []
+    folds = evaluation_folds(manifest)
     for condition, entry in manifest["conditions"].items():
         targets = _targets(condition, manifest["scope"], domain, variations, cross_in_sample)
         if not targets:
@@ -77,8 +89,9 @@ def evaluations(
         in_sample = any(v in selected for v in targets)
         for setting in manifest["settings"]:
             out += [
-                Evaluation(condition, setting, control, seed, targets, in_sample)
-                for control, seed in controls(manifest, condition, setting)
+                Evaluation(condition, setting, control, seed, targets, in_sample, fold, names)
+                for fold, names in folds.items()
+                for control, seed in controls(manifest, condition, setting, fold)
             ]
     return out
 
@@ -86,7 +99,7 @@ def evaluations(
 def mask_of(evaluation, manifest: dict, masks, ablation: str = "zero", means=None) -> Mask:
     """The Mask an evaluation applies (its condition's, or the control drawn for it); for unit `directions`
     the Edit (its condition's or a stored control)."""
-    condition, setting = evaluation.condition, evaluation.setting
+    condition, setting = evaluation.key, evaluation.setting
     if manifest["unit"] == "directions":
         return edit_of(masks, manifest, condition, setting, evaluation.control, evaluation.seed)
     keys = masks[condition, setting]
@@ -124,6 +137,7 @@ EVAL_SCHEMA = pa.schema(
         ("control", pa.string()),  # pruned | random | matched | generic
         ("seed", pa.int32()),  # of a random or matched control; -1 for the mask and its generic control
         ("in_sample", pa.bool_()),
+        ("fold", pa.string()),  # the fold the mask held out: the name's ("": all names selected the mask)
         ("n_pruned", pa.int64()),  # components the mask removes (0: the unpruned answers, reused)
         *(field for field in ANSWER_SCHEMA if field.name != "grid_probs"),
     ]
@@ -161,13 +175,19 @@ def evaluate_domain(
     rows = []
     for evaluation in plan:
         mask = mask_of(evaluation, manifest, masks, ablation, means)
-        chosen = [row for row in prompts if row["variation"] in evaluation.variations]
+        chosen = [
+            row
+            for row in prompts
+            if row["variation"] in evaluation.variations
+            and (evaluation.names is None or row["name"] in evaluation.names)
+        ]
         label = {
             "condition": evaluation.condition,
             "setting": evaluation.setting,
             "control": evaluation.control,
             "seed": evaluation.seed,
             "in_sample": evaluation.in_sample,
+            "fold": evaluation.fold,
             "n_pruned": mask.count(),
         }
         if mask.count() == 0:

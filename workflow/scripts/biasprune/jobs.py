@@ -7,7 +7,11 @@ job's wildcards (`job_params("readout")`); each takes the wildcards it needs and
 
 from __future__ import annotations
 
+from functools import cached_property
+
+from .folds import assign_folds
 from .methods import method as registry_method
+from .prompts import table_names
 from .study import MODEL_RUNTIME_KEYS, READOUT_DECODE_KEYS, Study, answer_prefix
 from .vocabulary import CROSS, VARIATION
 
@@ -37,6 +41,21 @@ class Jobs:
             "groups": list(self.study.groups),
             "answer_suffix": self.config["prompts"]["answer_suffix"],
         }
+
+    def folds(self, **_) -> dict[str, list[str]]:
+        """{fold: the names that select its masks} ({}: the same names select and evaluate; folds.py): the
+        names table's names and those of every domain read from a user's prompt table."""
+        return self._folds
+
+    @cached_property
+    def _folds(self) -> dict[str, list[str]]:
+        roster = {row["name"]: row for row in self.study.names}
+        for domain in self.study.domains.values():
+            if domain.table is not None:
+                for row in table_names(domain.table):
+                    roster.setdefault(row["name"], row)
+        names = self.config["names"]
+        return assign_folds(roster.values(), self.study.groups, names["folds"], names["fold_seed"])
 
     def neutral_names(self, **_) -> list[str]:
         """The names the neutral prompts are checked against (they must mention none)."""
@@ -164,6 +183,7 @@ class Jobs:
             "activations": self.activations(model),  # without the batch sizes (resources, no result)
             "readout": self.readout(model),
             "names": list(self.study.names),
+            "folds": self.folds(),
             "variation_counts": {key: len(self.study.variations[key]) for key in self.study.domains},
             "prefixes": {key: domain.answer.prefix for key, domain in self.study.domains.items()},
             **{key: self.config[key] for key in keys},

@@ -35,6 +35,7 @@ import torch
 
 from .bits import LazyMask, decode, encode, encoding, stored_count, total
 from .errors import ConfigError
+from .folds import ALL_NAMES, fold_key
 from .io import config_hash
 from .methods import method as registry_method
 from .models import LINEAR_INPUTS, LINEARS, ModelAdapter
@@ -314,6 +315,49 @@ def build_masks(
         "stored": stored,  # tensors stored as packed bits and as sorted indices (`encode`)
         "config_hash": config_hash({"unit": unit, "method": method, "scope": scope, **parameters}),
     }
+    return manifest
+
+
+class _FoldWriter:
+    """Hands a fold's tensors to the writer under the fold's conditions (`folds.fold_key`)."""
+
+    def __init__(self, out, fold: str):
+        self.out, self.fold = out, fold
+
+    def add(self, name: str, tensor) -> None:
+        condition, rest = name.split("|", 1)
+        self.out.add(f"{fold_key(condition, self.fold)}|{rest}", tensor)
+
+
+def build_fold_masks(
+    unit: str,
+    method: str,
+    scope: str,
+    scores: dict[str, pd.DataFrame],
+    parameters: dict,
+    groups: Sequence[str],
+    out,
+    folds: Mapping[str, Sequence[str]],
+    smds: Mapping[str, pd.DataFrame] | None = None,
+    model=None,
+) -> dict:
+    """`build_masks` on all names (the manifest's `conditions`) and per fold on the names it does not hold out
+    (its `folds`: the names a fold holds out and evaluates, and its conditions), from score tables with a
+    `fold` column (folds.per_fold); `smds`: {fold: the SMDs its masks read} for methods ranked against the
+    bias."""
+
+    def built(fold: str, writer) -> dict:
+        tables = {domain: table[table["fold"] == fold] for domain, table in scores.items()}
+        signs = smds[fold] if smds is not None else None
+        return build_masks(unit, method, scope, tables, parameters, groups, writer, signs, model)
+
+    manifest = built(ALL_NAMES, out)
+    manifest["folds"] = {}
+    for fold, names in folds.items():
+        part = built(fold, _FoldWriter(out, fold))
+        manifest["folds"][fold] = {"names": list(names), "conditions": part["conditions"]}
+        for kind, count in part.get("stored", {}).items():
+            manifest["stored"][kind] += count
     return manifest
 
 

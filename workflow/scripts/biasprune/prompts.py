@@ -157,6 +157,25 @@ def table_variations(table: PromptTable, file: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(pc.drop_null(values).to_pylist()))
 
 
+def table_names(table: PromptTable) -> list[dict[str, str]]:
+    """The (name, race, gender) rows of a user's prompt table, each name once (gender "" where absent)."""
+    columns = {key: table.columns.get(key, key) for key in ("name", "race", "gender")}
+    data = _read_arrow(table)
+    gender = columns["gender"] in data.column_names
+    rows = {}
+    for record in data.to_pylist():
+        name = str(record[columns["name"]])
+        rows.setdefault(
+            name,
+            {
+                "name": name,
+                "race": str(record[columns["race"]]),
+                "gender": str(record[columns["gender"]] or "") if gender else "",
+            },
+        )
+    return list(rows.values())
+
+
 def prompt_table(domain: Domain, variations, names, groups, suffix: str) -> pa.Table:
     """The prompt table of one domain; prompt ids are checked unique."""
     if domain.table is not None:

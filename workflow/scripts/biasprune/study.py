@@ -202,6 +202,10 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
             raise ConfigError(config_file, f"masks.{unit}", f"at least one setting in {share} or k", section)
     groups = tuple(config["groups"])
     names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
+    fewest = min(sum(row["race"] == group for row in names) for group in groups)
+    if config["names"]["folds"] > fewest:
+        expected = f"at most {fewest} (every fold needs a name of each group; the fewest names of a group)"
+        raise ConfigError(config_file, "names.folds", expected, config["names"]["folds"])
     prompts_dir = root / config["prompts"]["dir"]
     domains, variations = {}, {}
     for index, key in enumerate(config["domains"]):
