@@ -275,3 +275,34 @@ def test_a_fold_mask_reads_only_the_names_that_did_not_select_it_and_each_name_o
     empty = table[table["fold"] == "B"]
     assert set(empty["control"]) == {PRUNED, RANDOM} and (empty["n_pruned"] == 0).all()
     assert empty["value"].tolist() == [base_value[p] for p in empty["prompt_id"]]
+
+
+def test_a_folds_generic_control_equal_to_its_mask_is_read_as_the_mask_when_another_folds_is_stored():
+    """Fold A stores its generic control, fold B's equals B's mask (not stored): both folds read a generic
+    control, B's being B's mask, so the control covers every name; where no fold stores one, none is read."""
+    info = manifest("domain", {"purchase": {"purchase": ["chair", "car"]}}, seeds=(), generic=True)
+    parts = {
+        fold: manifest("domain", {"purchase": {}}, seeds=(), generic=True)["conditions"] for fold in "AB"
+    }
+    parts["B"]["purchase"]["generic"][SETTING] = "identical"
+    info["folds"] = {
+        "A": {"names": ["Emily"], "conditions": parts["A"]},
+        "B": {"names": ["Todd"], "conditions": parts["B"]},
+    }
+    plan = evaluations(info, "purchase", ["chair", "car"])
+    assert sorted((e.fold, e.control) for e in plan) == [
+        ("A", GENERIC),
+        ("A", PRUNED),
+        ("B", GENERIC),
+        ("B", PRUNED),
+    ]
+    heads = {"0": torch.tensor([True, False, False, False]), "1": torch.tensor([False, False, True, False])}
+
+    class File(dict):
+        def part(self, condition, setting, part):
+            raise AssertionError("B's generic control is not stored")
+
+    generic_b = next(e for e in plan if (e.fold, e.control) == ("B", GENERIC))
+    assert mask_of(generic_b, info, File({("purchase@B", SETTING): heads})).keys is heads
+    parts["A"]["purchase"]["generic"][SETTING] = "identical"
+    assert {e.control for e in evaluations(info, "purchase", ["chair", "car"])} == {PRUNED}

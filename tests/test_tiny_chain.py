@@ -128,9 +128,8 @@ def test_the_tiny_chain_runs_every_unit_scope_and_control_into_the_tables_and_th
     }
     assert set(findings["verdict"]) <= {"holds", "does not hold", "inconclusive", "secondary"}
     assert (findings["names"].str.startswith("cross-fitted over 2 folds")).all()
-    # every mask is read on both folds (a generic control equal to its mask in one fold only is read on the
-    # other fold's names alone: a known gap, issue 24's note)
-    assert (conditions.loc[conditions["control"] == "pruned", "name_folds"] == 2).all()
+    # every mask and control is read on both folds (a fold's generic equal to its mask is read as the mask)
+    assert (conditions["name_folds"] == 2).all()
     paper_pair = findings[(findings["claim"] == 2) & findings["primary"]]
     assert paper_pair["units"].tolist() == ["weights/wanda vs heads/name_attention"]
 

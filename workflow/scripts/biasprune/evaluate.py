@@ -69,9 +69,25 @@ def controls(manifest: dict, condition: str, setting: str, fold: str = ALL_NAMES
         return [(PRUNED, -1)]
     out = [(PRUNED, -1)] + [(RANDOM, seed) for seed in manifest["random_seeds"]]
     out += [(MATCHED, seed) for seed in manifest.get("matched_seeds", ())]
-    if manifest.get("generic") and isinstance(entry.get("generic", {}).get(setting), int):
+    if manifest.get("generic") and _generic_read(manifest, condition, setting, fold):
         out.append((GENERIC, -1))
     return out
+
+
+def _generic(entry: dict, setting: str):
+    return entry.get("generic", {}).get(setting)
+
+
+def _generic_read(manifest: dict, condition: str, setting: str, fold: str) -> bool:
+    """Whether a condition's generic control is evaluated: where it is stored; a fold's generic equal to its
+    mask too when another fold's is stored, so that the control covers every fold's names."""
+    value = _generic(fold_conditions(manifest, fold)[condition], setting)
+    if isinstance(value, int) or not fold or value != "identical":
+        return isinstance(value, int)
+    return any(
+        isinstance(_generic(part["conditions"][condition], setting), int)
+        for part in manifest["folds"].values()
+    )
 
 
 def evaluations(
@@ -111,7 +127,10 @@ def mask_of(evaluation, manifest: dict, masks, ablation: str = "zero", means=Non
         seed = random_seed(condition, setting, evaluation.seed, MATCHED)
         keys = random_like(keys, seed, pool, per_key=manifest["unit"] == "weights")
     elif evaluation.control == GENERIC:
-        keys = masks.part(condition, setting, "generic")
+        entry = fold_conditions(manifest, evaluation.fold)[evaluation.condition]
+        # equal to the mask in this fold (not stored): the mask itself
+        same = _generic(entry, setting) == "identical"
+        keys = masks[condition, setting] if same else masks.part(condition, setting, "generic")
     ablation = ablation if manifest["unit"] == "heads" else "zero"
     return Mask(manifest["unit"], keys, ablation, means or {})
 
