@@ -74,35 +74,44 @@ def test_both_models_run_every_stage_and_one_comparison_joins_them(run):
 
 def test_q_zero_in_the_chain_zeroes_the_query_rows_and_their_bias(run, tiny_qwen2_dir):
     """The chain's evaluated answers under a q_zero head mask on Qwen2 equal a model edited by hand: the
-    heads' rows of q_proj's weight and of its bias set to zero."""
+    heads' rows of q_proj's weight and of its bias set to zero. Cross-fitted, each fold's mask is read on that
+    fold's names: both folds are checked, each on a freshly loaded model."""
     workdir, _, _ = run
-    model, tokenizer = load_model(tiny_qwen2_dir, device="cpu")
-    adapter = ModelAdapter.of(model)
-    _, masks = load_masks(workdir / "results/tinyqwen/masks/heads/name_attention/domain.safetensors", model)
-    setting = next(setting for condition, setting in masks if condition == "purchase")
-    heads = masks["purchase", setting]
-    assert sum(int(value.sum()) for value in heads.values()) >= 1
-    with torch.no_grad():
-        for layer, pruned in heads.items():
-            q_proj = adapter.linear(int(layer), "q_proj")
-            assert q_proj.bias is not None and q_proj.bias.abs().sum() > 0
-            for head in torch.nonzero(pruned).flatten().tolist():
-                rows = slice(head * adapter.head_dim, (head + 1) * adapter.head_dim)
-                q_proj.weight[rows] = 0
-                q_proj.bias[rows] = 0
+    manifest, masks = load_masks(workdir / "results/tinyqwen/masks/heads/name_attention/domain.safetensors")
     prompts = pq.read_table(workdir / "results/prompts/purchase.parquet").to_pylist()
     answer = load_domain("purchase", workdir / "resources/prompts").answer
     settings = readout_settings() | {"expected": {"min_coverage": 0.0}}
-    expected = read_answers(model, tokenizer, prompts, answer, settings)["value"]
     evaluated = pd.read_parquet(
         workdir / "results/tinyqwen/eval/heads/name_attention/domain/purchase.parquet"
     )
-    chosen = evaluated[
-        (evaluated["condition"] == "purchase")
-        & (evaluated["setting"] == setting)
-        & (evaluated["control"] == "pruned")
-    ]
-    assert chosen["prompt_id"].tolist() == [row["prompt_id"] for row in prompts]
-    np.testing.assert_allclose(chosen["value"], expected, rtol=1e-5)
-    base = pd.read_parquet(workdir / "results/tinyqwen/answers/base/purchase.parquet")["value"]
-    assert np.abs(base.to_numpy() - np.array(expected)).max() > 1e-3  # the mask does change the answers
+    base = pd.read_parquet(workdir / "results/tinyqwen/answers/base/purchase.parquet").set_index("prompt_id")
+    assert sorted(manifest["folds"]) == ["A", "B"]
+    moved = []
+    for fold, entry in manifest["folds"].items():
+        model, tokenizer = load_model(tiny_qwen2_dir, device="cpu")
+        adapter = ModelAdapter.of(model)
+        setting = next(setting for condition, setting in masks if condition == f"purchase@{fold}")
+        heads = masks[f"purchase@{fold}", setting]
+        with torch.no_grad():
+            for layer, pruned in heads.items():
+                q_proj = adapter.linear(int(layer), "q_proj")
+                assert q_proj.bias is not None and q_proj.bias.abs().sum() > 0
+                for head in torch.nonzero(pruned).flatten().tolist():
+                    rows = slice(head * adapter.head_dim, (head + 1) * adapter.head_dim)
+                    q_proj.weight[rows] = 0
+                    q_proj.bias[rows] = 0
+        own = [row for row in prompts if row["name"] in set(entry["names"])]
+        assert own and len(own) < len(prompts)
+        expected = read_answers(model, tokenizer, own, answer, settings)["value"]
+        chosen = evaluated[
+            (evaluated["condition"] == "purchase")
+            & (evaluated["setting"] == setting)
+            & (evaluated["control"] == "pruned")
+            & (evaluated["fold"] == fold)
+        ]
+        assert chosen["prompt_id"].tolist() == [row["prompt_id"] for row in own]
+        np.testing.assert_allclose(chosen["value"], expected, rtol=1e-5)
+        unpruned = base.loc[[row["prompt_id"] for row in own], "value"].to_numpy()
+        pruned_any = sum(int(value.sum()) for value in heads.values()) > 0
+        moved.append(pruned_any and np.abs(unpruned - np.array(expected)).max() > 1e-3)
+    assert any(moved)  # some fold prunes a head, and its mask does change the answers

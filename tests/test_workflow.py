@@ -103,7 +103,9 @@ def test_greedy_head_selection_runs_the_model_and_feeds_the_masks(workdir, tiny_
     counts = job_counts(result.stdout + result.stderr)
     assert counts["greedy_scores"] == 2 and "scores" not in counts and "activations" not in counts
     scores = pd.read_parquet(workdir / "results/tiny/scores/heads/greedy_attention/purchase.parquet")
-    ranks = np.concatenate(scores[scores["variation"] == "car"].sort_values("layer")["values"].to_list())
+    assert sorted(scores["fold"].unique()) == ["", "A", "B"]  # all names, and each fold without its names
+    car = scores[(scores["variation"] == "car") & (scores["fold"] == "")]  # all names: the deployed masks
+    ranks = np.concatenate(car.sort_values("layer")["values"].to_list())
     assert sorted(ranks[np.isfinite(ranks)]) == [1, 2, 3]  # 3 steps: the largest count asked for
     _, masks = load_masks(workdir / target)
     top2 = masks["purchase/car", "share=0.25"]  # 25% of 8 heads: the first two greedy picks
