@@ -33,7 +33,7 @@ PER_VARIATION = {
 
 
 def scope_conditions(scope, rule="intersection"):
-    """{condition: (selection, mask)} of the hand-made variation masks (each its own pool)."""
+    """{condition: (selection, mask)} of the hand-made variation masks (each its own ranking)."""
     selections = scope_selections(scope, {d: list(v) for d, v in PER_VARIATION.items()})
     return {
         name: (
@@ -78,7 +78,7 @@ def test_frequency_rule_takes_the_k_most_frequent_heads_ties_by_summed_score():
     lists = [m(1, 1, 0, 0, 0), m(1, 0, 0, 1, 0), m(1, 1, 0, 0, 0), m(1, 0, 0, 1, 0), m(0, 0, 1, 0, 1)]
     for first, second in ((0.1, 0.5), (0.5, 0.1)):  # which of the tied heads 1 and 3 scores higher
         ranking = {"0": torch.tensor([0.0, first, 0.0, second, 0.0])}
-        candidates = [Candidate(mask, None, ranking, None) for mask in lists]
+        candidates = [Candidate(mask, ranking) for mask in lists]
         mask, pool, generic = combine(candidates, "frequency")
         winner = 1 if first > second else 3
         assert mask["0"].nonzero().flatten().tolist() == sorted([0, winner])
@@ -196,7 +196,7 @@ def test_export_of_an_unknown_condition_names_what_exists(tmp_path, tiny_llama_d
 
 def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tmp_path, tiny_llama_dir):
     from biasprune.models import LINEAR_INPUTS, LINEARS, ModelAdapter, load_model
-    from biasprune.selection import intersect, wanda_set_difference
+    from biasprune.selection import intersect, score_matched, wanda_set_difference
 
     model, _ = load_model(tiny_llama_dir, device="cpu")
     adapter = ModelAdapter.of(model)
@@ -211,7 +211,12 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tm
     ]
     table = scores_table(rows)
     # the second pair gives masks sparse enough to be stored as indices (the first: packed bits)
-    parameters = {"tau": [[0.3, 0.2], [0.04, 0.3]], "select": ["focal"], "random_seeds": 1}
+    parameters = {
+        "tau": [[0.3, 0.2], [0.04, 0.3]],
+        "select": ["focal"],
+        "random_seeds": 1,
+        "matched_seeds": 1,
+    }
     path = tmp_path / "weights.safetensors"
     manifest = write_masks(path, "weights", "wanda", "domain", {"d": table}, parameters, GROUPS, model=model)
     tensors = load_file(path)
@@ -248,16 +253,13 @@ def test_weight_masks_are_the_papers_set_difference_per_matrix_at_every_scope(tm
                     stored["indices" if sparse else "bits"] += 1
                     assert stored_part.dtype == (torch.int32 if sparse else torch.uint8)
                 assert manifest["conditions"]["d"]["counts"][setting][key] == int(expected.sum())
-                # Matched pool: entries in the selected group's top tau of |W| * ||X|| in both variations.
+                # Matched pool: the score-matched pool (test_selection.py tests its profile) of the stored
+                # mask by the selected group's Wanda score summed over both variations, seeded by the key.
                 magnitude = weight.abs().numpy()
-                pools = []
-                for v in ("a", "b"):
-                    score = (magnitude * norm[v, layer, site, "Black"].numpy()[None, :]).ravel()
-                    pool = np.zeros(score.size, bool)
-                    pool[np.argsort(-score, kind="stable")[: int(tau_select * score.size)]] = True
-                    pools.append(pool.reshape(weight.shape))
-                pool = decode(tensors[f"d|{setting}|{key}|pool"], weight.shape).numpy()
-                assert (pool == (pools[0] & pools[1])).all() and not (expected.numpy() & ~pool).any()
+                select = magnitude * sum(norm[v, layer, site, "Black"].numpy() for v in ("a", "b"))[None, :]
+                pool = decode(tensors[f"d|{setting}|{key}|pool"], weight.shape)
+                assert torch.equal(pool, score_matched(expected, torch.from_numpy(select), key))
+                assert not (pool & expected).any() and int(pool.sum()) >= int(expected.sum())
                 # Generic: as many entries as the mask, the largest pooled (group-blind) Wanda scores.
                 blind = sum(
                     magnitude

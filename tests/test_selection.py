@@ -1,13 +1,16 @@
 """Selection primitives against hand-worked examples."""
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import ks_2samp
 
 from biasprune.selection import (
     intersect,
     majority,
     next_band,
     random_like,
+    score_matched,
     top_fraction,
     top_k,
     top_like,
@@ -93,3 +96,32 @@ def test_next_band_and_majority_by_hand():
         {"0": torch.tensor(bits, dtype=torch.bool)} for bits in ([1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 0, 0])
     ]
     assert majority(votes)["0"].tolist() == [True, True, False]
+
+
+def test_the_weights_matched_control_has_the_masks_score_profile_and_the_top_tau_pool_does_not():
+    """The paper's mask (top 15% of the Black-input Wanda score minus top 15% of the White) sits near the
+    threshold, since the largest entries are in both top sets. A matched control drawn from the score-matched
+    pool removes entries of the same |W| * ||X_Black|| distribution as the mask (two-sample KS test, scipy),
+    outside the mask; one drawn from the whole top-15% pool (the old control) removes larger ones."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(192, 384, generator=generator)
+    black = torch.randn(384, generator=generator).exp()
+    white = (black.log() + 0.5 * torch.randn(384, generator=generator)).exp()  # correlated inputs
+    mask = wanda_set_difference(weight, black, white, 0.15, 0.15)
+    score = (weight.abs() * black[None, :]).numpy()
+    assert 1000 < int(mask.sum()) < 0.15 * mask.numel()
+    pool = score_matched(mask, torch.from_numpy(score), "0.q_proj")
+    assert not (pool & mask).any() and int(pool.sum()) >= int(mask.sum())
+    old_pool = top_fraction(torch.from_numpy(score), 0.15)
+    drawn = {}
+    for name, candidates in (("matched", pool), ("top-tau", old_pool)):
+        control = np.concatenate(
+            [score[random_like({"k": mask}, seed, {"k": candidates})["k"].numpy()] for seed in range(3)]
+        )
+        drawn[name] = control
+    masked = score[mask.numpy()]
+    # effect sizes (KS distance, median ratio): with ~8,000 draws any p-value is tiny
+    assert ks_2samp(masked, drawn["matched"]).statistic < 0.12
+    assert abs(np.median(drawn["matched"]) / np.median(masked) - 1) < 0.03
+    assert ks_2samp(masked, drawn["top-tau"]).statistic > 0.25  # the old pool: a different profile
+    assert np.median(drawn["top-tau"]) > 1.2 * np.median(masked)

@@ -11,8 +11,9 @@ Several variations are combined by the unit's `common` rule: `intersection` (the
 in every variation), `majority` (in at least half) or, for heads, `frequency` (the authors': the K heads most
 frequent across the variations' top-K lists, ties broken by the summed score).
 Each condition holds one mask per setting (a tau pair and direction for weights, a fraction of units, a
-share of heads), and beside it two controls: its matched `pool` (weights: the selected group's top-tau
-set, the same rule over the variations; units: the 2K units ranked just below the mask) and its `generic`
+share of heads), and beside it two controls: its matched `pool` (weights: entries outside the mask with the
+mask's profile of the selected group's Wanda score, `selection.score_matched`; units: the 2K units ranked
+just below the mask) and its `generic`
 control (as many components by a group-blind score: pooled Wanda, pooled attention mass; omitted where it
 equals the mask, as for the paper's head score, which is already the sum over both groups). Random draws
 are not stored: `selection.random_like(mask, seed[, pool])` rebuilds them for every seed the manifest lists.
@@ -44,7 +45,7 @@ from .selection import (
     majority,
     most_frequent,
     next_band,
-    top_fraction,
+    score_matched,
     top_k,
     top_like,
     wanda_set_difference,
@@ -121,24 +122,24 @@ def _norms(scores: pd.DataFrame) -> dict[tuple, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """What one variation contributes to a condition: its mask, the pool it was chosen from (weights: the
-    selected group's top-tau set), its ranking (units) and a group-blind score (the generic control)."""
+    """What one variation contributes to a condition: its mask, its ranking (units), a group-blind score (the
+    generic control) and, for weights, the selected group's score (what the matched control matches)."""
 
     mask: dict[str, torch.Tensor]
-    pool: dict[str, torch.Tensor] | None = None
     ranking: dict[str, torch.Tensor] | None = None
     blind: dict[str, torch.Tensor] | None = None
-    # weights: |W| of the matrix (one tensor shared by every variation); `blind` is then the per-column factor
-    # that multiplies it, so a variation holds a vector, not a matrix of scores
+    # weights: |W| of the matrix (one tensor shared by every variation); `blind` and `select` are then the
+    # per-column factors that multiply it, so a variation holds vectors, not matrices of scores
     scale: dict[str, torch.Tensor] | None = None
+    select: dict[str, torch.Tensor] | None = None
 
 
 def weight_candidate(
     weight, magnitude, norms: dict, variation: str, layer: int, linear: str, groups, setting: str
 ):
     """The paper's prune set of one matrix (top-tau of one group's Wanda score minus top-tau of the other's),
-    the pool it comes from, and the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs (as
-    its column factor ||X_j||, with `magnitude` = |W| as the shared scale)."""
+    the group-blind Wanda score |W_ij| * ||X_j|| over both groups' inputs and the selected group's own (each
+    as its column factor ||X_j||, with `magnitude` = |W| as the shared scale)."""
     tau = Setting.parse(setting)
     tau_select, tau_protect = float(tau.value), float(tau.protect)
     reference, focal = groups
@@ -146,9 +147,8 @@ def weight_candidate(
     site, key = LINEAR_INPUTS[linear], f"{layer}.{linear}"
     select, protect = norms[variation, layer, site, chosen], norms[variation, layer, site, protected]
     mask = wanda_set_difference(weight, select, protect, tau_select, tau_protect)
-    pool = top_fraction(magnitude * select[None, :], tau_select)
     blind = (select.square() + protect.square()).sqrt()
-    return Candidate({key: mask}, {key: pool}, None, {key: blind}, {key: magnitude})
+    return Candidate({key: mask}, None, {key: blind}, {key: magnitude}, {key: select})
 
 
 def _sum(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Tensor] | None:
@@ -160,12 +160,16 @@ def _sum(parts: Sequence[dict[str, torch.Tensor] | None]) -> dict[str, torch.Ten
 RULES = {"intersection": intersect, "majority": majority}
 
 
-def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dict | None]:
+def combine(
+    candidates: Sequence[Candidate], rule: str, matched: bool = True
+) -> tuple[dict, dict | None, dict | None]:
     """(mask, matched pool, generic control) of a condition selected on these variations' candidates.
 
     One candidate: its own mask. Several: the configured rule (intersection, majority, or for units the K
-    most frequent, ties by summed score). The matched pool of weights is the same rule over the variations'
-    pools (it contains the mask); of units, the band ranked just below the mask by the summed score."""
+    most frequent, ties by summed score). The matched pool of weights holds entries outside the mask with its
+    profile of the selected group's Wanda score, summed over the variations (`score_matched`); of units, the
+    band ranked just below the mask by the summed score. `matched` False: no weights pool (None), where no
+    matched control is evaluated (it costs a pass over every matrix)."""
     masks = [c.mask for c in candidates]
     ranking = _sum([c.ranking for c in candidates])
     if len(masks) == 1:
@@ -174,15 +178,15 @@ def combine(candidates: Sequence[Candidate], rule: str) -> tuple[dict, dict, dic
         mask = most_frequent(masks, ranking, int(sum(int(v.sum()) for v in masks[0].values())))
     else:
         mask = RULES[rule](masks)
-    if candidates[0].pool is not None:
-        pools = [c.pool for c in candidates]
-        pool_rule = RULES["majority" if rule == "majority" else "intersection"]
-        pool = pools[0] if len(pools) == 1 else pool_rule(pools)
+    scale = candidates[0].scale
+    blind = _sum([c.blind for c in candidates])
+    if scale is not None:  # weights: sum over v of |W| * f_v = |W| * sum of f_v
+        select = _sum([c.select for c in candidates]) if matched else {}
+        pool = {key: score_matched(mask[key], scale[key] * f[None, :], key) for key, f in select.items()}
+        pool = pool or None
+        blind = {key: scale[key] * value[None, :] for key, value in blind.items()}
     else:
         pool = next_band(mask, ranking)
-    blind = _sum([c.blind for c in candidates])
-    if blind is not None and candidates[0].scale is not None:  # sum over v of |W| * f_v = |W| * sum of f_v
-        blind = {key: candidates[0].scale[key] * value[None, :] for key, value in blind.items()}
     return mask, pool, None if blind is None else top_like(mask, blind)
 
 
@@ -220,10 +224,11 @@ def build_masks(
     out,
     smds: pd.DataFrame | None = None,
     model=None,
+    matched: bool | None = None,
 ) -> dict:
     """Every condition of one scope for one unit and method, with each condition's matched pool and generic
     control: each stored tensor is handed to `out.add(name, tensor)` (an `bits.TensorWriter`) as it is made;
-    returns the manifest.
+    returns the manifest. `matched`: whether weights pools are made (default: where `matched_seeds` > 0).
 
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
     matrix's candidates for every variation, never a whole model's nor a file's.
@@ -239,13 +244,14 @@ def build_masks(
         return manifest
     conditions, shapes, stored = {}, {}, {"bits": 0, "indices": 0}
     rule = parameters.get("common", "intersection")
+    matched = parameters.get("matched_seeds", 0) > 0 if matched is None else matched
     variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
     selections = scope_selections(scope, variations)
 
     def record(setting: str, candidates: dict[tuple[str, str], Candidate]) -> None:
         for name, selection in selections.items():
             chosen = [candidates[d, v] for d, names in selection.items() for v in names]
-            mask, pool, generic = combine(chosen, rule)
+            mask, pool, generic = combine(chosen, rule, matched)
             entry = conditions.setdefault(
                 name, {"selection": selection, "counts": {}, "pool": {}, "generic": {}, "stored": {}}
             )
@@ -264,7 +270,7 @@ def build_masks(
                 else ("identical" if same else None)
             )
             shapes.update({key: list(value.shape) for key, value in mask.items()})
-            parts = {"": mask, "|pool": pool} | ({"|generic": generic} if kept else {})
+            parts = {"": mask} | ({"|pool": pool} if pool else {}) | ({"|generic": generic} if kept else {})
             kinds = entry["stored"].setdefault(setting, {"bits": 0, "indices": 0})
             for suffix, part in parts.items():
                 for key, value in part.items():
@@ -282,7 +288,7 @@ def build_masks(
                 blind = _blind(unit, method, table, groups, statistic)
                 for v, ranking in rankings.items():
                     candidates[domain, v] = Candidate(
-                        select_units(ranking, unit, setting), None, ranking, blind[v] if blind else None
+                        select_units(ranking, unit, setting), ranking, blind[v] if blind else None
                     )
             record(setting, candidates)
             continue
@@ -349,7 +355,9 @@ def build_fold_masks(
     def built(fold: str, writer) -> dict:
         tables = {domain: table[table["fold"] == fold] for domain, table in scores.items()}
         signs = smds[fold] if smds is not None else None
-        return build_masks(unit, method, scope, tables, parameters, groups, writer, signs, model)
+        # cross-fitted, the all-names masks are not evaluated: no matched pools for them
+        matched = parameters.get("matched_seeds", 0) > 0 and not (folds and fold == ALL_NAMES)
+        return build_masks(unit, method, scope, tables, parameters, groups, writer, signs, model, matched)
 
     manifest = built(ALL_NAMES, out)
     manifest["folds"] = {}

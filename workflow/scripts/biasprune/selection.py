@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 
 from .bits import LazyMask, total
@@ -151,6 +152,46 @@ def next_band(mask: dict[str, torch.Tensor], scores: dict[str, torch.Tensor], wi
     ranked = {key: scores[key].float().masked_fill(mask[key], -torch.inf) for key in mask}
     band = top_k(ranked, min(width * total, size - total))
     return {key: band[key] & ~mask[key] for key in mask}
+
+
+def score_matched(
+    mask: torch.Tensor, scores: torch.Tensor, key: str, width: float = 1.1, step: float = 0.05
+) -> torch.Tensor:
+    """The matched pool of one matrix's weight mask: entries outside the mask with the mask's own score
+    profile, so that a control drawing |mask| of them uniformly removes entries of the mask's magnitudes.
+
+    Scores are binned on a log scale (`step` wide: entries within about 5% of each other). Each bin's quota
+    is `width` x the mask entries in it; where a bin has fewer other entries than its quota (just above the
+    paper's threshold the mask takes most entries), the rest passes to the next lower bin, and what is left
+    at the bottom to the higher bins. Each entry outside the mask enters the pool with probability quota /
+    other entries of its bin (a thinning seeded by `key`); `width` grows until the pool holds |mask|."""
+    chosen = mask.numpy().ravel()
+    count = int(chosen.sum())
+    if count == 0 or chosen.size - count < count:
+        return torch.zeros_like(mask)
+    flat = scores.float().numpy().ravel()
+    positive = flat > 0  # NaN and zero scores share bin 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(flat, where=positive, out=np.zeros_like(flat))
+    floor = logs[positive].min() if positive.any() else 0.0
+    # bin 0: zero scores; then one bin per `step` of log score above the smallest
+    bins = np.where(positive, ((logs - floor) / step).astype(np.int64) + 1, 0)
+    inside = np.bincount(bins[chosen], minlength=int(bins.max()) + 1)
+    outside = np.bincount(bins, minlength=len(inside)) - inside
+    draws = np.random.default_rng(zlib.crc32(key.encode())).random(flat.size, dtype=np.float32)
+    while True:
+        take, carry = np.zeros(len(inside)), 0.0
+        for index in range(len(inside) - 1, -1, -1):  # from the largest scores down
+            take[index] = min(outside[index], width * inside[index] + carry)
+            carry = width * inside[index] + carry - take[index]
+        for index in range(len(inside)):  # what the smallest bins could not hold, upwards
+            extra = min(outside[index] - take[index], carry)
+            take[index], carry = take[index] + extra, carry - extra
+        keep = (take / np.maximum(outside, 1)).astype(np.float32)
+        pool = ~chosen & (draws < keep[bins])
+        if int(pool.sum()) >= count:
+            return torch.from_numpy(pool.reshape(mask.shape))
+        width *= 1.25
 
 
 def random_seed(condition: str, setting: str, seed: int, control: str = RANDOM) -> int:
