@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from biasprune.bits import TensorWriter
-from biasprune.folds import ALL_NAMES
+from biasprune.folds import held_out
 from biasprune.io import atomic_path
 from biasprune.logs import log_to
 from biasprune.masks import build_fold_masks
@@ -26,11 +26,11 @@ with log_to(snakemake.log[0]):
         answers = labelled_answers(snakemake.input.answers, snakemake.input.prompts)
         smds = {
             fold: variation_smds(
-                answers[~answers["name"].isin(held_out)],
+                answers[~answers["name"].isin(names)],
                 snakemake.params.groups,
                 snakemake.params.signs["winsorize"],
             )
-            for fold, held_out in {ALL_NAMES: (), **folds}.items()
+            for fold, names in held_out(folds).items()
         }
     with TensorWriter(Path(snakemake.output.masks).parent) as writer:
         manifest = build_fold_masks(

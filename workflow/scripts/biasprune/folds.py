@@ -82,11 +82,17 @@ def without(labels: pd.DataFrame, held_out: frozenset) -> pd.DataFrame:
     return labels.assign(race=labels["race"].where(~labels["name"].isin(held_out), ""))
 
 
+def held_out(folds: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """{fold: the names it holds out} for all names (`ALL_NAMES`: none) and each fold: what each set of masks
+    is selected without."""
+    return {fold: frozenset(names) for fold, names in {ALL_NAMES: (), **folds}.items()}
+
+
 def per_fold(folds: Mapping[str, Sequence[str]], compute: Callable[[frozenset], pa.Table]) -> pa.Table:
     """`compute(held_out)` for all names (nothing held out) and for each fold (its names held out: what its
     masks are selected on), stacked with a `fold` column."""
     parts = []
-    for fold, held_out in {ALL_NAMES: (), **folds}.items():
-        table = compute(frozenset(held_out))
+    for fold, names in held_out(folds).items():
+        table = compute(names)
         parts.append(table.append_column("fold", pa.array([fold] * table.num_rows, pa.string())))
     return pa.concat_tables(parts)
