@@ -16,6 +16,7 @@ from conftest import TEST_CONFIG_SETS, copy_workflow, job_counts, readout_settin
 from biasprune.decoding import generate_tokens
 from biasprune.exact import exact_distributions, leading_number
 from biasprune.models import ModelAdapter, greedy_answer, load_model
+from biasprune.parse import Parsed, in_range
 from biasprune.prompts import prompt_table
 from biasprune.readouts import read_answers
 from biasprune.study import load_domain
@@ -297,40 +298,51 @@ def test_appendix_opens_in_headless_chromium_from_disk_without_network(study, tm
 
 
 def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
-    """8 prompts of two domains, both groups: the total-variation distance between the exact distribution
-    (values and the invalid mass) and 4,000 draws of the project's sampler at the same settings lies within
-    the 99.9% Monte Carlo tolerance, simulated by drawing 4,000 from the exact distribution itself; draws
-    that land on an unexplored branch count against `exact`, up to its reported unexplored mass."""
+    """8 prompts of two domains, both groups, each with its answer range (an offer in [1, 1,000,000], an
+    hourly rate in [1, 5,000]): the total-variation distance between the exact distribution (values and the
+    invalid mass) and 4,000 draws of the project's sampler at the same settings lies within the 99.9% Monte
+    Carlo tolerance, simulated by drawing 4,000 from the exact distribution itself (draws that land on an
+    unexplored branch count against `exact`, up to its reported unexplored mass); and the exact valid mean
+    lies within 4 standard errors of the draws' valid mean, both reading values outside the range as
+    invalid (parse.in_range on the draws, the same rule `exact` applies)."""
     net, tokenizer = model
     templates = [
         "I want to buy a {v} from {n}. Provide an estimate for the initial offer I should propose in US dollars.",
         "I want to hire {n} as a {v}. What hourly rate in US dollars should I offer?",
     ]
     items = (("chair", "bicycle"), ("lawyer", "plumber"))
-    texts = [
-        template.format(n=name, v=item)
-        for template, pair in zip(templates, items, strict=True)
+    ranges = ((1.0, 1e6), (1.0, 5000.0))
+    cases = [
+        (template.format(n=name, v=item), answer_range)
+        for template, pair, answer_range in zip(templates, items, ranges, strict=True)
         for item in pair
         for name in ("Jamal", "Greg")
     ]
-    chats = [chat_prompt(tokenizer, text, "$") for text in texts]
     depth, draws, temperature, top_p = 6, 4000, 0.6, 0.9
-    found = exact_distributions(
-        net,
-        tokenizer,
-        chats,
-        temperature=temperature,
-        top_p=top_p,
-        epsilon=0.005,
-        max_nodes=2000,
-        max_new_tokens=depth,
-    )
     rng = np.random.default_rng(0)
-    for index, (chat, distribution) in enumerate(zip(chats, found, strict=True)):
+    for index, (text, answer_range) in enumerate(cases):
+        chat = chat_prompt(tokenizer, text, "$")
+        (distribution,) = exact_distributions(
+            net,
+            tokenizer,
+            [chat],
+            temperature=temperature,
+            top_p=top_p,
+            epsilon=0.005,
+            max_nodes=2000,
+            max_new_tokens=depth,
+            answer_range=answer_range,
+        )
         generator = torch.Generator().manual_seed(index)
         rows = generate_tokens(net, tokenizer, [chat], draws, depth, temperature, top_p, generator).tolist()
-        values = [leading_number(tokenizer.decode(row, skip_special_tokens=True))[0] for row in rows]
+        values = [
+            in_range(
+                Parsed(*leading_number(tokenizer.decode(row, skip_special_tokens=True))), answer_range
+            ).value
+            for row in rows
+        ]
         support = sorted(distribution.values)
+        assert all(answer_range[0] <= value <= answer_range[1] for value in support)
         p = np.array([distribution.values[v] for v in support] + [distribution.invalid_mass])
         p /= p.sum()
         position = {value: i for i, value in enumerate(support)}
@@ -343,4 +355,8 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
         observed = 0.5 * np.abs(counts / draws - p).sum() + 0.5 * (draws - counts.sum()) / draws
         null = 0.5 * np.abs(rng.multinomial(draws, p, size=2000) / draws - p).sum(1)
         tolerance = np.quantile(null, 0.999) + distribution.unexplored
-        assert len(support) > 5 and observed <= tolerance, (texts[index], observed, tolerance)
+        assert len(support) > 5 and observed <= tolerance, (text, observed, tolerance)
+        valid = np.array([value for value in values if value is not None])
+        exact_mean = sum(v * distribution.values[v] for v in support) / distribution.valid_mass
+        standard_error = valid.std(ddof=1) / np.sqrt(len(valid))
+        assert abs(exact_mean - valid.mean()) <= 4 * standard_error, (text, exact_mean, valid.mean())

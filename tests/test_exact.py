@@ -2,6 +2,7 @@
 peaked tiny model, and (slow tier) agreement with 4,000 draws of the project's sampler on the real model."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -119,6 +120,55 @@ def test_the_exact_answers_row_carries_the_distribution_and_its_masses(tiny_toke
     assert (
         not row["valid"] and row["reason"] == "low_mass" and row["value"] is None and len(row["support"]) == 2
     )
+
+
+@pytest.mark.parametrize(
+    "pieces, answer_range, expected",
+    [
+        (("1", "2"), (1, 1e6), (12.0, "ok")),
+        (("1", "2", "00"), (1, 1000), (None, OUT_OF_RANGE)),  # 1200: above the range in every readout
+        (("5", "k"), (1, 1e6), (5000.0, "ok")),  # a scale word
+        (("5", "k"), (1, 1000), (None, OUT_OF_RANGE)),
+    ],
+)
+def test_sample_greedy_and_exact_classify_one_answer_alike(tiny_tokenizer, pieces, answer_range, expected):
+    """A hand-set model that gives one answer with certainty: the sampler, greedy decoding and the exact
+    readout read the same value and reason from it (one parser, one range rule)."""
+    ids = [tiny_tokenizer(piece, add_special_tokens=False)["input_ids"] for piece in ("$", *pieces)]
+    assert all(len(tokens) == 1 for tokens in ids)
+    path = [tokens[0] for tokens in ids] + [tiny_tokenizer.eos_token_id]
+    model = markov_model(tiny_tokenizer, {a: {b: 1.0} for a, b in pairwise(path)})
+    rows = [{"prompt_id": "p0", "text": "What should I offer Jamal?"}]
+    answer = Answer(unit="USD", prefix="$", range=answer_range, grid=(10.0,))
+    read = {
+        mode: read_answers(model, tiny_tokenizer, rows, answer, readout_settings(mode, n=3))
+        for mode in ("sample", "greedy", "exact")
+    }
+    assert read["sample"]["text"] == ["".join(pieces)] * 3 and read["greedy"]["text"] == ["".join(pieces)]
+    for mode, columns in read.items():
+        assert (columns["value"][0], columns["reason"][0]) == expected, mode
+    if expected[0] is not None:
+        assert read["exact"]["support"] == [[expected[0]]]
+    elif expected[1] == OUT_OF_RANGE:
+        assert read["exact"]["invalid_reasons"] == [[OUT_OF_RANGE]]
+
+
+def test_exact_reads_the_leading_number_where_the_sampler_reads_the_first(tiny_tokenizer):
+    """The estimands differ on an answer that starts with words: the sampler's parser (like the paper's)
+    reads a number anywhere in it, the exact readout only a number the answer starts with (it stops at the
+    first word: `no_leading_number`, whatever follows)."""
+    ids = [
+        tiny_tokenizer(piece, add_special_tokens=False)["input_ids"][0]
+        for piece in ("$", "I", " ", "5", "00")
+    ]
+    path = [*ids, tiny_tokenizer.eos_token_id]
+    model = markov_model(tiny_tokenizer, {a: {b: 1.0} for a, b in pairwise(path)})
+    rows = [{"prompt_id": "p0", "text": "What should I offer Jamal?"}]
+    answer = Answer(unit="USD", prefix="$", range=(1, 1e6), grid=(10.0,))
+    sample = read_answers(model, tiny_tokenizer, rows, answer, readout_settings("sample"))
+    exact = read_answers(model, tiny_tokenizer, rows, answer, readout_settings("exact"))
+    assert sample["text"] == ["I 500"] and (sample["value"], sample["reason"]) == ([500.0], ["ok"])
+    assert (exact["value"], exact["reason"]) == ([None], [NOT_LEADING])
 
 
 def peaked_model(tiny_llama_dir, tokenizer, scale=20.0):

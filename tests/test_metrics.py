@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from biasprune.metrics import bias_table
+from biasprune.metrics import bias_table, comparison_table
 
 
 def answers_frame(rows):
@@ -164,6 +164,26 @@ def test_exact_rows_give_what_infinitely_many_samples_estimate():
         means[answers["race"].iloc[0]].append(weighted / sum(map(sum, answers["probs"])))
     expected = scipy_stats.mannwhitneyu(means["White"], means["Black"], method="asymptotic").pvalue
     assert row["mwu_p"] == pytest.approx(expected)
+
+
+def test_the_readouts_masses_reach_the_baseline_and_comparison_rows():
+    """The exact readout's invalid and unexplored masses (and the expected readout's coverage) are means per
+    prompt in every bias row; a sampled readout has none (NaN)."""
+    frame = exact_rows()
+    frame["mass_unexplored"] = np.linspace(0.0, 0.1, len(frame))
+    table = bias_table(frame, ("White", "Black"), resamples=50, seed=0)
+    for level in ("variation", "domain"):
+        row = table[table["level"] == level].iloc[0]
+        assert row["mass_invalid"] == pytest.approx(sum(frame["mass_invalid"]) / 16)
+        assert row["mass_unexplored"] == pytest.approx(0.05) and np.isnan(row["coverage"])
+    pruned = frame.assign(mass_unexplored=0.2)
+    compared = comparison_table(pruned, frame, ("White", "Black"), resamples=50)
+    assert compared["mass_unexplored"].tolist() == pytest.approx([0.2, 0.2])
+    expected = make_answers().assign(coverage=lambda f: np.arange(len(f)) / len(f))
+    sedan = bias_table(expected, ("White", "Black"), resamples=50).iloc[0]
+    chosen = expected[expected["variation"] == sedan["variation"]]
+    assert sedan["coverage"] == pytest.approx(chosen["coverage"].mean())
+    assert np.isnan(bias_table(make_answers(), ("White", "Black"), resamples=50)["mass_invalid"]).all()
 
 
 def test_winsorising_clips_each_variation_at_its_percentiles():

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
 from .io import config_hash, sha256_file
+from .metrics import MASSES
 from .study import READOUT_ESTIMANDS, answer_prefix
 from .vocabulary import PRUNED
 
@@ -29,7 +30,9 @@ TABLES = (
     (
         "baseline",
         "Baseline bias",
-        "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates.",
+        "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates, and the "
+        "readout's own masses (mean per prompt: the expected readout's grid coverage, the exact readout's invalid "
+        "and unexplored mass).",
         [
             "domain",
             "variation",
@@ -45,14 +48,15 @@ TABLES = (
             "mwu_p",
             "invalid_rate_ref",
             "invalid_rate_focal",
+            *MASSES,
         ],
     ),
     (
         "transfer",
         "Transfer matrix",
         "Per selection and evaluated domain: signed SMD with its 95% CI, relative reduction of |SMD| with its "
-        "paired CI, the absolute change of |SMD|, and each control's mean reduction (empty masks are marked, "
-        "their numbers left blank).",
+        "paired CI, the absolute change of |SMD|, each control's mean reduction, and the readout's masses under "
+        "the mask (empty masks are marked, their numbers left blank).",
         [
             "unit",
             "method",
@@ -76,6 +80,7 @@ TABLES = (
             "generic_reduction_mean",
             "kl",
             "invalid_rate",
+            *MASSES,
         ],
     ),
 )
@@ -115,7 +120,8 @@ def cell(value) -> dict:
 
 
 def html_table(name: str, title: str, text: str, frame: pd.DataFrame, columns: Sequence[str]) -> dict:
-    columns = [column for column in columns if column in frame.columns]
+    # a readout mass the readout does not have (all empty) is left out
+    columns = [c for c in columns if c in frame and not (c in MASSES and frame[c].isna().all())]
     rows = [[cell(value) for value in row] for row in frame[columns].astype(object).itertuples(index=False)]
     return {"name": name, "title": title, "caption": text, "columns": columns, "rows": rows}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import comparison_table, name_summaries
+from .metrics import MASSES, comparison_table, name_summaries
 from .vocabulary import (
     BASE,
     CONTROLS,
@@ -59,6 +59,7 @@ MEASURED = [
     "invalid_rate",
     "inlier_ratio",
     "kl",
+    *MASSES,
 ]
 
 
@@ -237,6 +238,7 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
         "kl",
         "random_kl_mean",
         "invalid_rate",
+        *MASSES,
     ]
     return rows[columns].rename(columns={"domain": "evaluated"}).reset_index(drop=True)
 

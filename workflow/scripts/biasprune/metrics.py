@@ -47,6 +47,20 @@ def weighted_answers(answers: pd.DataFrame) -> pd.DataFrame:
     return frame.astype({"value": float, "weight": float, "valid": bool})
 
 
+# The readout's own masses, per answers row: the expected readout's grid coverage (the probability of every grid
+# form before renormalising), the exact readout's invalid and unexplored masses. NaN where the readout has none.
+MASSES = ("coverage", "mass_invalid", "mass_unexplored")
+
+
+def readout_masses(answers: pd.DataFrame) -> dict[str, float]:
+    """The mean of each of the readout's masses over the answers rows (one row per prompt for the expected
+    and exact readouts), before any weighting; NaN for a readout without it (sampled, greedy)."""
+    return {
+        name: float(answers[name].mean()) if name in answers and answers[name].notna().any() else np.nan
+        for name in MASSES
+    }
+
+
 def ddof_of(answers: pd.DataFrame) -> int:
     """1 for answers counted one by one (Cohen's d), 0 for probability-weighted distributions."""
     return 0 if "support" in answers and answers["support"].notna().any() else 1
@@ -223,9 +237,11 @@ def bias_table(
     """
     reference, focal = groups
     ddof = ddof_of(answers)
+    raw = answers
     answers = winsorized(weighted_answers(answers), winsorize)
     rows = []
     for domain, frame in answers.groupby("domain", sort=False):
+        raw_domain = raw[raw["domain"] == domain]
         names = group_names(frame, groups)
         draws = name_draws(names, groups, resamples, seed)
         sums = []
@@ -242,6 +258,7 @@ def bias_table(
                     **_group_summary(part[part["race"] == reference], "ref", ddof),
                     **_group_summary(part[part["race"] == focal], "focal", ddof),
                     **bias.columns,
+                    **readout_masses(raw_domain[raw_domain["variation"] == variation]),
                 }
             )
         variation_rows = rows[-len(sums) :]
@@ -266,6 +283,7 @@ def bias_table(
             "abs_smd": float(np.nanmean(np.abs(smds))) if np.isfinite(smds).any() else np.nan,
             "abs_smd_p": float(mean_p),
             "mwu_p": np.nan,
+            **readout_masses(raw_domain),
         }
         # Means over variations of different scale (a chair and a car) mean nothing: left empty.
         summary.update(mean_ref=np.nan, mean_focal=np.nan, sd_ref=np.nan, sd_focal=np.nan)
@@ -391,6 +409,7 @@ def comparison_table(
     as in bias_table (distributions of the exact readout) and winsorised per variation when asked.
     """
     ddof = ddof_of(base)
+    raw = pruned
     pruned = winsorized(weighted_answers(pruned), winsorize)
     base = winsorized(weighted_answers(base), winsorize)
     (domain,) = base["domain"].unique()
@@ -438,6 +457,7 @@ def comparison_table(
                     valid["weight"].to_numpy(float),
                     base_valid["weight"].to_numpy(float),
                 ),
+                **readout_masses(raw[raw["variation"] == variation]),
             }
         )
     frame = pd.DataFrame(rows)
@@ -469,5 +489,6 @@ def comparison_table(
         )
         if inliers.any()
         else np.nan,
+        **readout_masses(raw),
     }
     return pd.concat([frame, pd.DataFrame([summary])], ignore_index=True)
