@@ -230,10 +230,10 @@ def attribution_batch(
 ) -> pa.Table:
     """First-order effect of zeroing each MLP unit and each head on each prompt's answer.
 
-    One forward and backward through the expected readout (prompt and candidate trie), or, when `readout`
-    is the exact readout's settings, through the mean of the exact distribution (prompt and explored tree,
-    each node's nucleus fixed as enumerated; one prompt at a time); the effect sums over every position
-    where the unit acts, -sum_t x_t * grad_t.
+    One forward and backward through the expected readout (prompt and candidate trie) at `readout`'s sampler
+    temperature (1 without one), or, when `readout` is the exact readout's settings, through the mean of the
+    exact distribution (prompt and explored tree, each node's nucleus fixed as enumerated; one prompt at a
+    time); the effect sums over every position where the unit acts, -sum_t x_t * grad_t.
     """
     adapter = ModelAdapter.of(model)
     prompt_part, _ = split_prefix(prefix)
@@ -268,9 +268,10 @@ def attribution_batch(
         ]
         return pa.concat_tables(tables)
     batch = encode_left_padded(tokenizer, chats, model.device)
+    temperature = readout["sample"]["temperature"] if readout is not None else 1.0
 
     def objective():
-        return expected_answer(grid_log_probs(model, batch, candidates, len(grid)), grid)[0]
+        return expected_answer(grid_log_probs(model, batch, candidates, len(grid), temperature), grid)[0]
 
     return _attribution(
         adapter, objective, batch["attention_mask"].sum(1), [row["prompt_id"] for row in rows]

@@ -113,10 +113,14 @@ class Jobs:
         return {key: value for key, value in self.config["activations"].items() if key not in sizes}
 
     def attribution_readout(self, model: str, **_) -> dict | None:
-        """The exact readout's settings when attribution scores go through it (else None: the expected one)."""
+        """What attribution scores differentiate (None without attribution): the exact readout's settings when
+        the readout is exact, else the expected readout at the sampler's temperature (what it reads at)."""
         readout = self.readout(model)
-        through_exact = readout["mode"] == "exact" and self.config["activations"]["attribution"]
-        return readout if through_exact else None
+        if not self.config["activations"]["attribution"]:
+            return None
+        if readout["mode"] == "exact":
+            return readout
+        return {"mode": "expected", "sample": {"temperature": readout["sample"]["temperature"]}}
 
     def scoring(self, unit: str, method: str, **_) -> dict:
         """The parameters one scoring method reads (so a change reruns that method's scores only)."""

@@ -23,10 +23,11 @@ READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
 READOUT_ESTIMANDS = {
     "sample": "the paper's estimand: n answers sampled per prompt (temperature, top-p) and parsed; the SMD is "
     "over every valid sample of a group, with Monte Carlo noise that shrinks as n grows.",
-    "exact": "the paper's estimand without sampling noise: the exact distribution of the number a sampled "
-    "answer starts with (same temperature, top-p and prefix), enumerated best first until the unexplored "
-    "mass is below epsilon; the SMD is that of infinitely many samples (mixture means, population variance), "
-    "invalid rates are masses, and mass on answers that do not start with a number is invalid.",
+    "exact": "the paper's estimand without sampling noise, but for the leading number: the exact distribution "
+    "of the number a sampled answer starts with (same temperature, top-p and prefix), enumerated best first "
+    "until the unexplored mass is below epsilon; the SMD is that of infinitely many samples (mixture means, "
+    "population variance), invalid rates are masses, and mass on answers that do not start with a number is "
+    "invalid (the paper's parser, and the sampled readout's, read the first number anywhere in the answer).",
     "expected": "not the paper's estimand: one number per prompt, exp(E[log value]) over the domain's candidate "
     "grid (renormalised, at the sampler's temperature); the SMD uses only the spread between names, "
     "probability off the grid is dropped (its share is recorded as coverage) and the answers sit near the "
