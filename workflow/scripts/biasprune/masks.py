@@ -355,9 +355,7 @@ def build_fold_masks(
     def built(fold: str, writer) -> dict:
         tables = {domain: table[table["fold"] == fold] for domain, table in scores.items()}
         signs = smds[fold] if smds is not None else None
-        # cross-fitted, the all-names masks are not evaluated: no matched pools for them
-        matched = parameters.get("matched_seeds", 0) > 0 and not (folds and fold == ALL_NAMES)
-        return build_masks(unit, method, scope, tables, parameters, groups, writer, signs, model, matched)
+        return build_masks(unit, method, scope, tables, parameters, groups, writer, signs, model)
 
     manifest = built(ALL_NAMES, out)
     manifest["folds"] = {}
