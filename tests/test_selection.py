@@ -125,3 +125,7 @@ def test_the_weights_matched_control_has_the_masks_score_profile_and_the_top_tau
     assert abs(np.median(drawn["matched"]) / np.median(masked) - 1) < 0.03
     assert ks_2samp(masked, drawn["top-tau"]).statistic > 0.25  # the old pool: a different profile
     assert np.median(drawn["top-tau"]) > 1.2 * np.median(masked)
+    # A mask holding most of its matrix has no disjoint pool of its size: the whole matrix, so a draw exists.
+    most = torch.from_numpy(score > np.quantile(score, 0.25))
+    assert score_matched(most, torch.from_numpy(score), "0.q_proj").all()
+    assert not score_matched(torch.zeros_like(mask), torch.from_numpy(score), "0.q_proj").any()

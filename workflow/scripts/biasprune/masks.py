@@ -181,9 +181,10 @@ def combine(
     scale = candidates[0].scale
     blind = _sum([c.blind for c in candidates])
     if scale is not None:  # weights: sum over v of |W| * f_v = |W| * sum of f_v
-        select = _sum([c.select for c in candidates]) if matched else {}
-        pool = {key: score_matched(mask[key], scale[key] * f[None, :], key) for key, f in select.items()}
-        pool = pool or None
+        pool = None
+        if matched:
+            select = _sum([c.select for c in candidates])
+            pool = {key: score_matched(mask[key], scale[key] * f[None, :], key) for key, f in select.items()}
         blind = {key: scale[key] * value[None, :] for key, value in blind.items()}
     else:
         pool = next_band(mask, ranking)
@@ -224,11 +225,10 @@ def build_masks(
     out,
     smds: pd.DataFrame | None = None,
     model=None,
-    matched: bool | None = None,
 ) -> dict:
     """Every condition of one scope for one unit and method, with each condition's matched pool and generic
     control: each stored tensor is handed to `out.add(name, tensor)` (an `bits.TensorWriter`) as it is made;
-    returns the manifest. `matched`: whether weights pools are made (default: where `matched_seeds` > 0).
+    returns the manifest. Weights pools are made only where matched controls run (`matched_seeds` > 0).
 
     Weight masks are built one matrix at a time (selection is independent per matrix), so memory holds one
     matrix's candidates for every variation, never a whole model's nor a file's.
@@ -244,7 +244,7 @@ def build_masks(
         return manifest
     conditions, shapes, stored = {}, {}, {"bits": 0, "indices": 0}
     rule = parameters.get("common", "intersection")
-    matched = parameters.get("matched_seeds", 0) > 0 if matched is None else matched
+    matched = parameters.get("matched_seeds", 0) > 0
     variations = {domain: list(dict.fromkeys(table["variation"])) for domain, table in scores.items()}
     selections = scope_selections(scope, variations)
 

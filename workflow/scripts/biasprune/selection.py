@@ -164,11 +164,14 @@ def score_matched(
     is `width` x the mask entries in it; where a bin has fewer other entries than its quota (just above the
     paper's threshold the mask takes most entries), the rest passes to the next lower bin, and what is left
     at the bottom to the higher bins. Each entry outside the mask enters the pool with probability quota /
-    other entries of its bin (a thinning seeded by `key`); `width` grows until the pool holds |mask|."""
+    other entries of its bin (a thinning seeded by `key`); `width` grows until the pool holds |mask|. A mask
+    holding more than half its matrix has no such pool: the pool is then the whole matrix (a uniform draw)."""
     chosen = mask.numpy().ravel()
     count = int(chosen.sum())
-    if count == 0 or chosen.size - count < count:
+    if count == 0:
         return torch.zeros_like(mask)
+    if chosen.size - count < count:
+        return torch.ones_like(mask)
     flat = scores.float().numpy().ravel()
     positive = flat > 0  # NaN and zero scores share bin 0
     with np.errstate(divide="ignore", invalid="ignore"):
