@@ -1,9 +1,12 @@
-"""The exact readout against sampling, in one run on the same prompts: time per prompt, and the SMD each
-gives with the spread of the sampled SMD over sampler seeds (the exact SMD has none). References: the
-project's batched sampler at the paper's n = 100, and the authors' loop of one `generate` call per sample
-(timed on one prompt). Goal (issue 13): at least 5x faster than n = 100 sampling, 100x than the loop.
+"""The exact readout against sampling, in one run on the same prompts: time per prompt and the spread of the
+SMD over seeds for the project's batched sampler at the paper's n = 100, the exact head alone (no spread, but
+its unexplored mass is left out) and the head with a sampled tail (sum and sample: unbiased, its spread from
+the tail draws). The cost-per-variance curve: for each head budget x tail draws, the sampler's time to reach
+the same SD (its SD falls as 1/sqrt(n), so n = 100 x (SD_sampler / SD)^2) over the configuration's time.
+The authors' loop (one `generate` call per sample) is timed on one prompt. Goals (issue 25): at least 5x
+against the sampler at equal SD, 100x against the authors' loop.
 
-    .venv/bin/python bench/exact_readout.py [--prompts 16] [--seeds 10]   (about five minutes)
+    .venv/bin/python bench/exact_readout.py [--prompts 16] [--seeds 6]   (about fifteen minutes on 2 cores)
 """
 
 import argparse
@@ -19,8 +22,11 @@ from biasprune.tokens import chat_prompt
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--prompts", type=int, default=16)
-parser.add_argument("--seeds", type=int, default=10)
+parser.add_argument("--seeds", type=int, default=6)
 parser.add_argument("--n", type=int, default=100)
+# head budgets (max_nodes) x tail draws; the head alone is the default budget without draws
+parser.add_argument("--budgets", type=int, nargs="+", default=[64, 128, 512])
+parser.add_argument("--draws", type=int, nargs="+", default=[16, 64])
 args = parser.parse_args()
 
 model, tokenizer = embedded_model()
@@ -30,12 +36,6 @@ rows = [
 ]
 base = {"batch_size": 8, "use_prefix": True, "max_new_tokens": 10, "max_answer_chars": 200}
 sampler = {"temperature": 0.6, "top_p": 0.9}
-exact = {
-    **base,
-    "mode": "exact",
-    "sample": sampler,
-    "exact": {"epsilon": 0.01, "max_nodes": 512, "width": 32},
-}
 labels = pd.DataFrame(rows)[["prompt_id", "domain", "variation", "name", "race"]]
 
 
@@ -45,27 +45,40 @@ def smd(columns) -> float:
     return float(table.loc[table["level"] == "variation", "smd"].iloc[0])
 
 
-found = {}
+def measured(settings: dict, seeds: int) -> dict:
+    """Median time per prompt, the SMD's mean and SD over seeds, and the readout's mean masses."""
+    times, smds, found = [], [], {}
+    for seed in range(seeds):
+        run = {**settings, "sample": {**settings["sample"], "seed": seed}}
+        times.append(
+            timed(lambda run=run: found.__setitem__("a", read_answers(model, tokenizer, rows, answer, run)))
+        )
+        smds.append(smd(found["a"]))
+    columns = pd.DataFrame(found["a"])
+    return {
+        "s_per_prompt": np.median(times) / len(rows),
+        "smd": np.mean(smds),
+        "smd_sd": np.std(smds, ddof=1) if seeds > 1 else 0.0,
+        "unexplored": columns["mass_unexplored"].mean() if "mass_unexplored" in columns else np.nan,
+        "sampled": columns["mass_sampled"].mean() if "mass_sampled" in columns else np.nan,
+    }
 
 
-def run_exact():
-    found["exact"] = read_answers(model, tokenizer, rows, answer, exact)
+def exact(max_nodes: int, draws: int) -> dict:
+    settings = {"epsilon": 0.01, "max_nodes": max_nodes, "width": 32, "tail_draws": draws}
+    return {**base, "mode": "exact", "sample": dict(sampler), "exact": settings}
 
 
-def sampled(seed):
-    settings = {**base, "mode": "sample", "sample": {**sampler, "n": args.n, "seed": seed}}
-    return read_answers(model, tokenizer, rows, answer, settings)
+results = {
+    f"sampler n = {args.n}": measured(
+        {**base, "mode": "sample", "sample": {**sampler, "n": args.n}}, args.seeds
+    )
+}
+results["exact head, 512 positions"] = measured(exact(512, 0), 1)
+for budget in args.budgets:
+    for draws in args.draws:
+        results[f"head {budget} + tail {draws}"] = measured(exact(budget, draws), args.seeds)
 
-
-exact_time = timed(run_exact)
-exact_smd = smd(found["exact"])
-unexplored = np.mean(found["exact"]["mass_unexplored"])
-run_exact()
-assert smd(found["exact"]) == exact_smd  # deterministic: the same SMD again
-sample_times, sample_smds = [], []
-for seed in range(args.seeds):
-    sample_times.append(timed(lambda seed=seed: found.__setitem__("sample", sampled(seed))))
-    sample_smds.append(smd(found["sample"]))
 chat = chat_prompt(tokenizer, rows[0]["text"], answer.prefix)
 ids = tokenizer(chat, return_tensors="pt", add_special_tokens=False)
 
@@ -79,16 +92,14 @@ def authors_loop():
             )
 
 
-loop_time = timed(authors_loop)
-per_exact, per_sample = exact_time / len(rows), np.median(sample_times) / len(rows)
-print(f"{len(rows)} purchase prompts; exact: epsilon 0.01 (mean unexplored mass {unexplored:.4f})")
+loop = timed(authors_loop)
+reference = results[f"sampler n = {args.n}"]
+table = pd.DataFrame(results).T
+# the sampler's time to reach each row's SD, over the row's time (rows without spread: no ratio)
+equal_sd = reference["s_per_prompt"] * (reference["smd_sd"] / table["smd_sd"]) ** 2 / table["s_per_prompt"]
+table["x_sampler_at_equal_sd"] = equal_sd.where(table["smd_sd"] > 0)
+table["x_authors_loop_at_equal_sd"] = loop / reference["s_per_prompt"] * equal_sd.where(table["smd_sd"] > 0)
 print(
-    f"exact readout:               {per_exact:7.2f} s per prompt, SMD {exact_smd:+.3f} (spread 0: deterministic)"
+    f"{len(rows)} purchase prompts, {args.seeds} seeds; authors' loop n = {args.n}: {loop:.2f} s per prompt"
 )
-print(
-    f"sampling n = {args.n} (batched):  {per_sample:7.2f} s per prompt, SMD {np.mean(sample_smds):+.3f} "
-    f"(SD {np.std(sample_smds, ddof=1):.3f} over {args.seeds} seeds)"
-)
-print(f"authors' loop n = {args.n}:       {loop_time:7.2f} s per prompt")
-print(f"exact vs sampling: {per_sample / per_exact:.2f}x faster (goal: at least 5x)")
-print(f"exact vs the authors' loop: {loop_time / per_exact:.1f}x faster (goal: at least 100x)")
+print(table.to_string(float_format=lambda x: f"{x:.4g}"))

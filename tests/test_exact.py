@@ -5,15 +5,25 @@ import math
 from itertools import pairwise
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import TINY_LLAMA, readout_settings
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from biasprune.decoding import generate_tokens
-from biasprune.exact import NOT_LEADING, _probed, exact_distributions, expected_value, leading_state, settled
+from biasprune.exact import (
+    NOT_LEADING,
+    _probed,
+    exact_distributions,
+    expected_value,
+    from_tree,
+    leading_state,
+    settled,
+)
 from biasprune.parse import OUT_OF_RANGE, parse_number
-from biasprune.readouts import read_answers
+from biasprune.readouts import ANSWER_SCHEMA, read_answers
 from biasprune.specs import Answer
 from biasprune.tokens import chat_prompt
 
@@ -115,6 +125,14 @@ def test_the_exact_answers_row_carries_the_distribution_and_its_masses(tiny_toke
     assert dict(zip(row["invalid_reasons"], row["invalid_probs"], strict=True)) == pytest.approx(
         {NOT_LEADING: 1 / 3, OUT_OF_RANGE: 1 / 3}, abs=1e-6
     )
+    # a budget of one position with 50 tail draws: nothing unexplored, the sampled mass and the mean's SE
+    row = read(max_nodes=1, tail_draws=50)
+    assert row["mass_unexplored"] == 0 and row["mass_sampled"] == pytest.approx(2 / 3, abs=1e-6)
+    assert sum(row["probs"]) + row["mass_invalid"] == pytest.approx(1.0, abs=1e-9)
+    share = row["probs"][0] / (2 / 3)  # the draws' share of 12
+    assert row["value"] == pytest.approx(12 * share + 1200 * (1 - share))
+    assert row["value_se"] == pytest.approx(1188 * math.sqrt(share * (1 - share) * 50 / 49 / 50), rel=1e-6)
+    assert read()["value_se"] == 0  # nothing was left open
     # below the valid-mass floor the prompt is invalid, its distribution kept
     row = read(min_valid_mass=0.7)
     assert (
@@ -251,6 +269,95 @@ def test_an_exhausted_node_budget_reports_the_open_mass(tiny_llama_dir, tiny_tok
     assert all(mass <= full.values[value] + 1e-9 for value, mass in cut.values.items())
 
 
+def test_tail_draws_sample_what_the_budget_left_open(tiny_tokenizer):
+    """The hand-set chain cut after one node: "12" stays open with mass 2/3 and ends as 12 or 1200 with
+    probability 1/2 each; every tail draw carries (2/3) / draws."""
+    ids = {
+        text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"][0]
+        for text in ("$", "1", "2", "00", "I")
+    }
+    eos = tiny_tokenizer.eos_token_id
+    chain = {
+        ids["$"]: {ids["1"]: 2 / 3, ids["I"]: 1 / 3},
+        ids["1"]: {ids["2"]: 1.0},
+        ids["2"]: {eos: 0.5, ids["00"]: 0.5},
+        ids["00"]: {eos: 1.0},
+    }
+    model = markov_model(tiny_tokenizer, chain)
+    chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
+    draws = 400
+    (head,) = exact_distributions(
+        model,
+        tiny_tokenizer,
+        [chat],
+        max_nodes=1,
+        tail_draws=draws,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert head.values == {} and head.unexplored == pytest.approx(2 / 3, abs=1e-6)
+    assert {value for value, _ in head.tail} == {12.0, 1200.0} and len(head.tail) == draws
+    twelves = sum(value == 12.0 for value, _ in head.tail)
+    assert abs(twelves / draws - 0.5) < 4 * math.sqrt(0.25 / draws)
+    whole = head.estimated()
+    assert whole.values == pytest.approx(
+        {12.0: 2 / 3 * twelves / draws, 1200.0: 2 / 3 * (draws - twelves) / draws}, abs=1e-6
+    )
+    assert whole.invalid == pytest.approx({NOT_LEADING: 1 / 3}, abs=1e-6) and whole.unexplored == 0
+    # the standard error by hand: all valid, so it is the draws' SD over sqrt(draws)
+    values = np.array([value for value, _ in head.tail])
+    assert head.mean_se() == pytest.approx(values.std(ddof=1) / math.sqrt(draws), rel=1e-6)
+    # without tail draws the open mass stays unexplored and the head is the answer
+    (plain,) = exact_distributions(model, tiny_tokenizer, [chat], max_nodes=1)
+    assert (
+        plain.tail == [] and plain.estimated() is plain and plain.unexplored == pytest.approx(2 / 3, abs=1e-6)
+    )
+    assert math.isnan(plain.mean_se())  # no draws: the open mass has no estimate, so neither has the mean
+
+
+def test_the_sampled_tail_is_unbiased_for_the_whole_distribution(tiny_llama_dir, tiny_tokenizer):
+    """A budget of 32 positions (of the 84 the whole tree takes) leaves 17% of the peaked model's answers
+    open; head + tail estimates the full enumeration's valid mass and mean without bias: a large draw lands
+    within 4 SE, and over 40 seeds of 40 draws the estimates centre on the truth and the reported variance
+    matches their spread on average."""
+    model = peaked_model(tiny_llama_dir, tiny_tokenizer)
+    chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
+    (full,) = exact_distributions(
+        model, tiny_tokenizer, [chat], epsilon=1e-12, max_nodes=4000, width=16, max_new_tokens=4
+    )
+    assert full.unexplored < 1e-9
+    full_mean = sum(v * p for v, p in full.values.items()) / full.valid_mass
+
+    def estimate(draws, seed):
+        (head,) = exact_distributions(
+            model,
+            tiny_tokenizer,
+            [chat],
+            max_nodes=32,
+            width=16,
+            max_new_tokens=4,
+            tail_draws=draws,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        whole = head.estimated()
+        return head, whole.valid_mass, sum(v * p for v, p in whole.values.items()) / whole.valid_mass
+
+    head, mass, mean = estimate(3000, 0)
+    assert head.unexplored > 0.1  # the head alone misses a sixth of the answers
+    assert full.valid_mass - head.valid_mass == pytest.approx(head.unexplored)
+    assert abs(mean - full_mean) < 4 * head.mean_se()
+    valid = np.array([value is not None for value, _ in head.tail])
+    assert abs(mass - full.valid_mass) <= 1e-9 + 4 * head.unexplored * valid.std(ddof=1) / math.sqrt(
+        len(valid)
+    )
+    runs = [estimate(40, seed) for seed in range(1, 41)]
+    estimates = np.array([m for _, _, m in runs])
+    reported = np.array([h.mean_se() ** 2 for h, _, _ in runs])
+    spread = estimates.std(ddof=1)
+    assert abs(estimates.mean() - full_mean) < 4 * spread / math.sqrt(len(runs))
+    # the reported variance is right on average (one prompt's is noisy: its values are heavy-tailed)
+    assert 0.6 < math.sqrt(reported.mean()) / spread < 1.6
+
+
 @pytest.mark.parametrize(
     ("text", "state", "closed"),
     [
@@ -343,3 +450,27 @@ def test_the_differentiable_expectation_equals_the_exact_mean_and_its_gradient_i
         weight.add_(step * direction)
     numeric = ((plus - minus) / (2 * step)).item()
     assert abs(numeric) > 1e-3 and (gradient * direction).sum().item() == pytest.approx(numeric, rel=3e-4)
+
+
+def test_the_stored_tree_gives_the_answers_row_its_value_back(tiny_llama_dir, tiny_tokenizer):
+    """The base answers keep the explored tree (keep_tree); rebuilt from the Parquet round trip, the
+    differentiable mean equals the row's `value`, which is computed from the closed masses, range included:
+    what attribution through `exact` differentiates without enumerating again."""
+    model = peaked_model(tiny_llama_dir, tiny_tokenizer).double()
+    rows = [{"prompt_id": "p0", "text": "What should I offer Jamal?"}]
+    settings = {**readout_settings("exact", max_new_tokens=4), "exact": {"epsilon": 1e-12, "max_nodes": 4000}}
+    answer = Answer(unit="USD", prefix="$", range=(1, 1e6), grid=(10.0,))
+    columns = read_answers(model, tiny_tokenizer, rows, answer, settings, keep_tree=True)
+    table = pa.Table.from_pydict(columns, schema=ANSWER_SCHEMA)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    (row,) = pq.read_table(pa.BufferReader(buffer.getvalue())).to_pylist()
+    assert row["invalid_reasons"] == [OUT_OF_RANGE]  # the range cuts part of the distribution
+    tree = from_tree(row["tree_nodes"], row["tree_kept"], row["tree_endings"])
+    assert {value for *_, value in tree.endings} == set(row["support"])
+    chat = chat_prompt(tiny_tokenizer, rows[0]["text"], "$")
+    with torch.no_grad():
+        value = expected_value(model, tiny_tokenizer, chat, tree, TEMPERATURE)
+    assert value.item() == pytest.approx(row["value"], rel=1e-6)  # expected_value works in float32
+    # without keep_tree (every evaluation's answers) nothing is stored
+    assert read_answers(model, tiny_tokenizer, rows, answer, settings)["tree_nodes"] == [None]

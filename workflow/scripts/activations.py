@@ -17,9 +17,10 @@ with log_to(snakemake.log[0]):
         snakemake.input.model, spec["device"], spec["dtype"], attn_implementation="eager"
     )
     prompts = pq.read_table(snakemake.input.prompts).to_pylist()
-    answers = pq.read_table(
-        snakemake.input.answers, columns=["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
-    ).to_pylist()
+    exact = (snakemake.params.attribution_readout or {}).get("mode") == "exact"
+    columns = ["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
+    trees = ["tree_nodes", "tree_kept", "tree_endings"] if exact else []
+    answers = pq.read_table(snakemake.input.answers, columns=columns + trees).to_pylist()
     provenance = {
         "model": snakemake.wildcards.model,
         "activations": settings,

@@ -18,7 +18,8 @@ with log_to(snakemake.log[0]):
     answer = Answer(**snakemake.params.answer)
     model, tokenizer = load_model(snakemake.input.model, spec["device"], spec["dtype"])
     prompts = pq.read_table(snakemake.input.prompts).to_pylist()
-    columns = read_answers(model, tokenizer, prompts, answer, readout, progress=tqdm)
+    keep_tree = readout["mode"] == "exact"  # for attribution through the exact mean (activations)
+    columns = read_answers(model, tokenizer, prompts, answer, readout, progress=tqdm, keep_tree=keep_tree)
     table = pa.Table.from_pydict(columns, schema=ANSWER_SCHEMA)
     provenance = {
         "model": snakemake.wildcards.model,

@@ -227,39 +227,26 @@ def attribution_batch(
     grid,
     prefix: str,
     readout: dict | None = None,
+    trees: Sequence[dict] = (),
 ) -> pa.Table:
     """First-order effect of zeroing each MLP unit and each head on each prompt's answer.
 
     One forward and backward through the expected readout (prompt and candidate trie) at `readout`'s sampler
     temperature (1 without one), or, when `readout` is the exact readout's settings, through the mean of the
-    exact distribution (prompt and explored tree, each node's nucleus fixed as enumerated; one prompt at a
-    time); the effect sums over every position where the unit acts, -sum_t x_t * grad_t.
+    exact distribution's explored head (`trees`: each prompt's base answers row with the tree the readout
+    stored; each node's nucleus fixed as enumerated, the valid endings in the domain's range; one prompt at
+    a time); the effect sums over every position where the unit acts, -sum_t x_t * grad_t.
     """
     adapter = ModelAdapter.of(model)
     prompt_part, _ = split_prefix(prefix)
     chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
     if readout is not None and readout["mode"] == "exact":
-        from .exact import exact_distributions, expected_value
+        from .exact import expected_value, from_tree
 
-        sample, exact = readout["sample"], readout["exact"]
-        settings = dict(temperature=sample["temperature"], top_p=sample["top_p"])
-        with torch.inference_mode():
-            found = exact_distributions(
-                model,
-                tokenizer,
-                chats,
-                **settings,
-                epsilon=exact["epsilon"],
-                max_nodes=exact["max_nodes"],
-                width=exact["width"],
-                max_new_tokens=readout["max_new_tokens"],
-            )
+        temperature = readout["sample"]["temperature"]
+        found = [from_tree(row["tree_nodes"], row["tree_kept"], row["tree_endings"]) for row in trees]
         objectives = [
-            (
-                lambda chat=chat, tree=tree: expected_value(
-                    model, tokenizer, chat, tree, settings["temperature"]
-                )
-            )
+            lambda chat=chat, tree=tree: expected_value(model, tokenizer, chat, tree, temperature)
             for chat, tree in zip(chats, found, strict=True)
         ]
         tables = [
@@ -347,7 +334,14 @@ def cache_activations(
                 chunk = rows[part : part + attribution_batch_size]
                 tables.append(
                     attribution_batch(
-                        model, tokenizer, chunk, candidates, answer_spec.grid, answer_spec.prefix, readout
+                        model,
+                        tokenizer,
+                        chunk,
+                        candidates,
+                        answer_spec.grid,
+                        answer_spec.prefix,
+                        readout,
+                        [min(by_prompt[row["prompt_id"]], key=lambda a: a["sample"]) for row in chunk],
                     )
                 )
         yield pa.concat_tables(tables)

@@ -113,14 +113,14 @@ class Jobs:
         return {key: value for key, value in self.config["activations"].items() if key not in sizes}
 
     def attribution_readout(self, model: str, **_) -> dict | None:
-        """What attribution scores differentiate (None without attribution): the exact readout's settings when
-        the readout is exact, else the expected readout at the sampler's temperature (what it reads at)."""
+        """What attribution scores differentiate (None without attribution), at the sampler's temperature (what
+        both read at): the exact readout's mean over the tree its base answers stored when the readout is
+        exact, else the expected readout."""
         readout = self.readout(model)
         if not self.config["activations"]["attribution"]:
             return None
-        if readout["mode"] == "exact":
-            return readout
-        return {"mode": "expected", "sample": {"temperature": readout["sample"]["temperature"]}}
+        mode = "exact" if readout["mode"] == "exact" else "expected"
+        return {"mode": mode, "sample": {"temperature": readout["sample"]["temperature"]}}
 
     def scoring(self, unit: str, method: str, **_) -> dict:
         """The parameters one scoring method reads (so a change reruns that method's scores only)."""

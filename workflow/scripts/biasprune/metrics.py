@@ -48,8 +48,9 @@ def weighted_answers(answers: pd.DataFrame) -> pd.DataFrame:
 
 
 # The readout's own masses, per answers row: the expected readout's grid coverage (the probability of every grid
-# form before renormalising), the exact readout's invalid and unexplored masses. NaN where the readout has none.
-MASSES = ("coverage", "mass_invalid", "mass_unexplored")
+# form before renormalising), the exact readout's invalid and unexplored masses, the mass its tail draws
+# estimated and the Monte Carlo standard error of the prompt's value. NaN where the readout has none.
+MASSES = ("coverage", "mass_invalid", "mass_unexplored", "mass_sampled", "value_se")
 
 
 def readout_masses(answers: pd.DataFrame) -> dict[str, float]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import torch
 
 from .decoding import decode, encode_shared_prefix, split_prefix
-from .exact import exact_distributions
+from .exact import TREE_ENDING, exact_distributions, tree_columns
 from .grid import Candidates, expected_answer, grid_log_probs
 from .parse import VALID_REASONS, in_range, parse_number
 from .study import answer_prefix
@@ -39,17 +39,28 @@ ANSWER_SCHEMA = pa.schema(
         ("invalid_probs", pa.list_(pa.float64())),
         ("mass_invalid", pa.float64()),
         ("mass_unexplored", pa.float64()),
+        # exact with tail draws: the mass estimated by sampling (the head's unexplored mass), and the Monte
+        # Carlo standard error of `value`
+        ("mass_sampled", pa.float64()),
+        ("value_se", pa.float64()),
+        # exact, base answers: the explored tree (each run node's path, its nucleus, the valid endings), so
+        # that attribution through the exact mean (activations) does not enumerate it again
+        ("tree_nodes", pa.list_(pa.list_(pa.int32()))),
+        ("tree_kept", pa.list_(pa.list_(pa.int32()))),
+        ("tree_endings", pa.list_(TREE_ENDING)),
     ]
 )
 ANSWER_COLUMNS = tuple(ANSWER_SCHEMA.names)
 
 
-def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: dict, progress=None) -> dict:
+def read_answers(
+    model, tokenizer, prompts: Sequence[dict], answer, settings: dict, progress=None, keep_tree: bool = False
+) -> dict:
     """Answers of `model` to the prompt rows of one domain, as columns of the answers table.
 
     `answer` is the domain's Answer spec; `settings` the readout config (mode, batch_size, max_new_tokens,
     use_prefix, max_answer_chars, sample: {n, temperature, top_p, seed}, exact: {epsilon, max_nodes, width,
-    min_valid_mass}, expected: {min_coverage}).
+    tail_draws, min_valid_mass}, expected: {min_coverage}).
     """
     mode, size = settings["mode"], settings["batch_size"]
     prefix = answer_prefix(settings, answer.prefix)
@@ -69,7 +80,7 @@ def read_answers(model, tokenizer, prompts: Sequence[dict], answer, settings: di
             _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, settings)
             continue
         if mode == "exact":
-            _exact_rows(columns, model, tokenizer, rows, chats, answer, settings)
+            _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, generator, keep_tree)
             continue
         n = sample["n"] if mode == "sample" else 1
         temperature = sample["temperature"] if mode == "sample" else 0.0
@@ -128,7 +139,7 @@ def _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, s
         )
 
 
-def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> None:
+def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, generator, keep_tree) -> None:
     """The exact readout of a batch: one row per prompt with its whole answer distribution."""
     sample, exact = settings.get("sample", {}), settings.get("exact", {})
     distributions = exact_distributions(
@@ -143,9 +154,12 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> Non
         max_new_tokens=settings["max_new_tokens"],
         answer_range=answer.range,
         max_chars=settings["max_answer_chars"],
+        tail_draws=exact.get("tail_draws", 0),
+        generator=generator,
     )
     floor = exact.get("min_valid_mass", 0.0)
-    for row, found in zip(rows, distributions, strict=True):
+    for row, head in zip(rows, distributions, strict=True):
+        found = head.estimated()
         support = sorted(found.values)
         mass = found.valid_mass
         if mass > 0 and mass >= floor:
@@ -165,6 +179,9 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings) -> Non
             invalid_probs=[found.invalid[r] for r in reasons],
             mass_invalid=found.invalid_mass,
             mass_unexplored=found.unexplored,
+            mass_sampled=head.unexplored if head.tail else 0.0,
+            value_se=head.mean_se() if value is not None else None,
+            **(tree_columns(head) if keep_tree else {}),
         )
 
 
