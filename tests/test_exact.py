@@ -93,19 +93,23 @@ def test_a_hand_set_model_gives_its_masses_exactly(tiny_tokenizer):
     assert np.abs(shares - 1 / 3).max() < 4 * math.sqrt(2 / 9 / 3000)
 
 
-def test_the_exact_answers_row_carries_the_distribution_and_its_masses(tiny_tokenizer):
+def thirds_model(tokenizer):
+    """The hand-set chain after "$": 12 (1/3), 1200 (1/3), a refusal "I" (1/3); "12" ends or grows by 1/2."""
     ids = {
-        text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"][0]
-        for text in ("$", "1", "2", "00", "I")
+        text: tokenizer(text, add_special_tokens=False)["input_ids"][0] for text in ("$", "1", "2", "00", "I")
     }
-    eos = tiny_tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     chain = {
         ids["$"]: {ids["1"]: 2 / 3, ids["I"]: 1 / 3},
         ids["1"]: {ids["2"]: 1.0},
         ids["2"]: {eos: 0.5, ids["00"]: 0.5},
         ids["00"]: {eos: 1.0},
     }
-    model = markov_model(tiny_tokenizer, chain)
+    return markov_model(tokenizer, chain)
+
+
+def test_the_exact_answers_row_carries_the_distribution_and_its_masses(tiny_tokenizer):
+    model = thirds_model(tiny_tokenizer)
     rows = [{"prompt_id": "p0", "text": "What should I offer Jamal?"}]
     settings = readout_settings("exact")
 
@@ -272,18 +276,7 @@ def test_an_exhausted_node_budget_reports_the_open_mass(tiny_llama_dir, tiny_tok
 def test_tail_draws_sample_what_the_budget_left_open(tiny_tokenizer):
     """The hand-set chain cut after one node: "12" stays open with mass 2/3 and ends as 12 or 1200 with
     probability 1/2 each; every tail draw carries (2/3) / draws."""
-    ids = {
-        text: tiny_tokenizer(text, add_special_tokens=False)["input_ids"][0]
-        for text in ("$", "1", "2", "00", "I")
-    }
-    eos = tiny_tokenizer.eos_token_id
-    chain = {
-        ids["$"]: {ids["1"]: 2 / 3, ids["I"]: 1 / 3},
-        ids["1"]: {ids["2"]: 1.0},
-        ids["2"]: {eos: 0.5, ids["00"]: 0.5},
-        ids["00"]: {eos: 1.0},
-    }
-    model = markov_model(tiny_tokenizer, chain)
+    model = thirds_model(tiny_tokenizer)
     chat = chat_prompt(tiny_tokenizer, "What should I offer Jamal?", "$")
     draws = 400
     (head,) = exact_distributions(
