@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -142,9 +143,7 @@ class Distribution:
             return math.nan
         mean = sum(v * p for v, p in whole.values.items()) / mass
         residuals = [(value - mean) if value is not None else 0.0 for value, _ in self.tail]
-        draws = len(residuals)
-        spread = sum((r - sum(residuals) / draws) ** 2 for r in residuals) / (draws - 1)
-        return self.unexplored * math.sqrt(spread / draws) / mass
+        return self.unexplored * math.sqrt(statistics.variance(residuals) / len(residuals)) / mass
 
 
 TREE_ENDING = pa.struct([("node", pa.int32()), ("token", pa.int32()), ("value", pa.float64())])
@@ -364,10 +363,8 @@ def _sample_tail(forest: _Forest, trees: list[_Tree], draws: int, generator: tor
     while any(walkers):
         chosen = [list({w.tokens: w for w in standing}.values())[: forest.width] for standing in walkers]
         for row, (nodes, nuclei) in enumerate(zip(chosen, forest.run(chosen), strict=True)):
-            tree, ran = (
-                trees[row],
-                {node.tokens: (node, *result) for node, result in zip(nodes, nuclei, strict=True)},
-            )
+            tree = trees[row]
+            ran = {node.tokens: (node, *result) for node, result in zip(nodes, nuclei, strict=True)}
             staying = []
             for walker in walkers[row]:
                 if walker.tokens not in ran:
