@@ -304,7 +304,8 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
     Carlo tolerance, simulated by drawing 4,000 from the exact distribution itself (draws that land on an
     unexplored branch count against `exact`, up to its reported unexplored mass); and the exact valid mean
     lies within 4 standard errors of the draws' valid mean, both reading values outside the range as
-    invalid (parse.in_range on the draws, the same rule `exact` applies)."""
+    invalid (parse.in_range on the draws, the same rule `exact` applies). Cut to a small head with a sampled
+    tail (sum and sample), the estimated mean agrees with the draws too."""
     net, tokenizer = model
     templates = [
         "I want to buy a {v} from {n}. Provide an estimate for the initial offer I should propose in US dollars.",
@@ -360,3 +361,23 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
         exact_mean = sum(v * distribution.values[v] for v in support) / distribution.valid_mass
         standard_error = valid.std(ddof=1) / np.sqrt(len(valid))
         assert abs(exact_mean - valid.mean()) <= 4 * standard_error, (text, exact_mean, valid.mean())
+        # the same prompt cut to a 24-position head, the rest from 300 tail draws: nothing left unexplored,
+        # and its estimated mean agrees with the draws within 4 of the two standard errors combined
+        (cut,) = exact_distributions(
+            net,
+            tokenizer,
+            [chat],
+            temperature=temperature,
+            top_p=top_p,
+            epsilon=0.0,
+            max_nodes=24,
+            max_new_tokens=depth,
+            answer_range=answer_range,
+            tail_draws=300,
+            generator=torch.Generator().manual_seed(100 + index),
+        )
+        whole = cut.estimated()
+        assert cut.unexplored > 0.05 and whole.unexplored == 0
+        cut_mean = sum(v * p for v, p in whole.values.items()) / whole.valid_mass
+        combined = np.hypot(cut.mean_se(), standard_error)
+        assert abs(cut_mean - valid.mean()) <= 4 * combined, (text, cut_mean, valid.mean(), combined)

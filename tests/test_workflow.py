@@ -137,8 +137,10 @@ def test_the_exact_readout_runs_through_the_workflow_into_weighted_tables(workdi
     values = np.concatenate(pd.read_parquet(workdir / scores)["values"].to_list())
     assert np.isfinite(values).all() and np.abs(values).max() > 0
     answers = pd.read_parquet(workdir / "results/tiny/answers/base/purchase.parquet")
-    assert answers["support"].map(len).gt(0).all() and (answers["mass_unexplored"] > 0).all()
-    total = answers["probs"].map(sum) + answers["mass_invalid"] + answers["mass_unexplored"]
+    # 16 positions leave mass open on every prompt; the default 64 tail draws estimate all of it
+    assert answers["support"].map(len).gt(0).all() and (answers["mass_unexplored"] == 0).all()
+    assert (answers["mass_sampled"] > 0).all() and (answers["value_se"] > 0).any()
+    total = answers["probs"].map(sum) + answers["mass_invalid"]
     assert np.allclose(total, 1.0)
     labels = pd.read_parquet(workdir / "results/prompts/purchase.parquet")[["prompt_id", "variation", "race"]]
     frame = answers.merge(labels, on="prompt_id")

@@ -154,7 +154,7 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, genera
         max_new_tokens=settings["max_new_tokens"],
         answer_range=answer.range,
         max_chars=settings["max_answer_chars"],
-        tail_draws=exact.get("tail_draws", 0),
+        tail_draws=exact.get("tail_draws", 64),
         generator=generator,
     )
     floor = exact.get("min_valid_mass", 0.0)
