@@ -160,3 +160,11 @@ def test_the_exact_readout_runs_through_the_workflow_into_weighted_tables(workdi
     assert row["n_ref"] == pytest.approx(n_w) and row["smd"] == pytest.approx((mean_w - mean_b) / pooled)
     evaluated = pd.read_parquet(workdir / "results/tiny/eval/heads/name_attention/domain/purchase.parquet")
     assert evaluated["support"].notna().all() and set(evaluated["control"]) >= {"pruned"}
+    # an exact answers file from before the tree was stored, kept by `--rerun-triggers mtime`: one clear error
+    base = workdir / "results/tiny/answers/base/purchase.parquet"
+    table = pq.read_table(base)
+    pq.write_table(table.drop_columns(["tree_nodes", "tree_kept", "tree_endings"]), base)
+    again = ("--forcerun", "activations", "--rerun-triggers", "mtime")
+    result = snakemake(workdir, "--cores", "2", scores, *again, *args, check=False)
+    assert result.returncode != 0
+    assert "has no tree_endings, tree_kept, tree_nodes" in result.stdout + result.stderr

@@ -20,6 +20,13 @@ with log_to(snakemake.log[0]):
     exact = (snakemake.params.attribution_readout or {}).get("mode") == "exact"
     columns = ["prompt_id", "sample", "text", "grid_probs", "support", "probs"]
     trees = ["tree_nodes", "tree_kept", "tree_endings"] if exact else []
+    missing = sorted(set(trees) - set(pq.read_schema(snakemake.input.answers).names))
+    if missing:
+        raise ValueError(
+            f"{snakemake.input.answers}: attribution through the exact readout reads the explored tree, but "
+            f"the file has no {', '.join(missing)} (written before the tree was stored); delete it so that "
+            "`answers` writes it again"
+        )
     answers = pq.read_table(snakemake.input.answers, columns=columns + trees).to_pylist()
     provenance = {
         "model": snakemake.wildcards.model,
