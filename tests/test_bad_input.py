@@ -13,10 +13,12 @@ def edit_yaml(path, change):
 
 
 def run_fails_with(workdir, expected_line, *args):
+    """`expected_line`: the one message, or a list of every message of a run that finds several."""
     result = snakemake(workdir, "--cores", "1", *args, check=False)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("biasprune: ")]
-    assert lines == [f"biasprune: {expected_line}"], result.stderr
+    expected = expected_line if isinstance(expected_line, list) else [expected_line]
+    assert lines == [f"biasprune: {line}" for line in expected], result.stderr
     assert not (workdir / "results").exists() and not (workdir / "resources" / "models").exists()
 
 
@@ -49,7 +51,8 @@ def test_domain_with_unknown_key(workdir):
     edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d.update(templte="x"))
     run_fails_with(
         workdir,
-        "resources/prompts/finance.yaml: templte: expected no such key (allowed: description, source, "
+        "resources/prompts/finance.yaml: templte: expected no such key (did you mean 'template'?) (allowed: "
+        "description, source, "
         "template, variations, suffix, table, answer)",
     )
 
@@ -226,7 +229,11 @@ def test_a_direction_cannot_be_exported_as_a_pruned_model(workdir):
     edit_yaml(workdir / "config/config.yaml", lambda c: c.update(export=export | {"setting": "layers=all"}))
     run_fails_with(
         workdir,
-        "config/config.yaml: export.unit: expected one of ['weights', 'neurons', 'heads'], got 'directions'",
+        [
+            "config/config.yaml: export.method: expected one of ['wanda', 'activation', 'attribution', "
+            "'name_attention', 'greedy_attention'], got 'leace'",
+            "config/config.yaml: export.unit: expected one of ['weights', 'neurons', 'heads'], got 'directions'",
+        ],
     )
 
 
@@ -236,4 +243,45 @@ def test_no_head_setting_at_all(workdir):
         workdir,
         "config/config.yaml: masks.heads: expected at least one setting in share or k, "
         "got {'common': 'frequency', 'k': [], 'share': [], 'statistic': 'sum'}",
+    )
+
+
+def test_several_config_typos_are_reported_at_once_with_the_closest_key(workdir):
+    """Three misspelt keys and a wrong type in one config: four lines, in key order, before any job."""
+
+    def typos(config):
+        config["readout"]["mdoe"] = config["readout"].pop("mode")
+        config["metrics"]["bootstrp"] = 100
+        config["masks"]["weights"]["seelct"] = config["masks"]["weights"].pop("select")
+        config["readout"]["use_prefix"] = "yes"
+
+    edit_yaml(workdir / "config/config.yaml", typos)
+    run_fails_with(
+        workdir,
+        [
+            "config/config.yaml: masks.weights.seelct: expected no such key (did you mean 'select'?) "
+            "(allowed: tau, select, common)",
+            "config/config.yaml: metrics.bootstrp: expected no such key (did you mean 'bootstrap'?) "
+            "(allowed: bootstrap, confidence, seed, permutations, winsorize)",
+            "config/config.yaml: readout.mdoe: expected no such key (did you mean 'mode'?) (allowed: mode, "
+            "use_prefix, batch_size, max_new_tokens, max_answer_chars, sample, exact, expected)",
+            "config/config.yaml: readout.use_prefix: expected a value of type boolean, got 'yes'",
+        ],
+    )
+
+
+def test_a_misspelt_domain_and_a_broken_domain_file_are_reported_together(workdir):
+    edit_yaml(workdir / "config/config.yaml", lambda c: c["domains"].__setitem__(0, "purchse"))
+    edit_yaml(workdir / "resources/prompts/finance.yaml", lambda d: d.update(variations=[]))
+    run_fails_with(
+        workdir,
+        [
+            "config/config.yaml: domains[0]: expected a domain with a file resources/prompts/purchse.yaml "
+            "(available: activities, chess, finance, hiring, public_office, purchase, services, sports) "
+            "(did you mean 'purchase'?), got 'purchse'",
+            "resources/prompts/finance.yaml: variations: expected at least one variation, got []",
+            # the same typo seen from the variations subset, which names purchase
+            "config/config.yaml: variations.purchase: expected a domain listed in domains ['purchse', "
+            "'activities', 'services', 'finance'] (did you mean 'purchse'?)",
+        ],
     )

@@ -21,7 +21,7 @@ CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
 try:
     STUDY = load_study(config, CONFIG_FILE)
 except ConfigError as error:
-    sys.exit(f"biasprune: {error}")
+    sys.exit("\n".join(f"biasprune: {line}" for line in str(error).splitlines()))
 JOBS = Jobs(STUDY)
 
 # The domain whose first prompt the model check answers.

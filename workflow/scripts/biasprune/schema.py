@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean, raise_all
 from .methods import EXPORTABLE_UNITS, UNITS, method_names
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -31,7 +31,8 @@ def _registry_choices(schema: dict) -> None:
         scoring[unit]["properties"]["methods"]["items"] = {"enum": method_names(unit)}
     export = schema["properties"]["export"]["properties"]
     export["unit"] = {"enum": list(EXPORTABLE_UNITS)}
-    export["method"] = {"enum": [name for unit in EXPORTABLE_UNITS for name in method_names(unit)]}
+    names = [name for unit in EXPORTABLE_UNITS for name in method_names(unit)]
+    export["method"] = {"enum": list(dict.fromkeys(names))}  # a name shared by two units once
 
 
 def _key(path) -> str:
@@ -49,9 +50,14 @@ def _explain(error: jsonschema.ValidationError) -> tuple[str, str, object]:
         missing = next(name for name in value if name not in error.instance)
         return _key([*error.absolute_path, missing]), "this key to be present", None
     if kind == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        allowed = ", ".join(error.schema.get("properties", {}))
-        return _key([*error.absolute_path, extra[0]]), f"no such key (allowed: {allowed})", None
+        known = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        hint = did_you_mean(extra[0], known)
+        return (
+            _key([*error.absolute_path, extra[0]]),
+            f"no such key{hint} (allowed: {', '.join(known)})",
+            None,
+        )
     if kind == "oneOf" and "description" in error.schema:
         return (
             key,
@@ -59,7 +65,7 @@ def _explain(error: jsonschema.ValidationError) -> tuple[str, str, object]:
             None if isinstance(error.instance, dict) else error.instance,
         )
     expected = {
-        "enum": f"one of {value}",
+        "enum": f"one of {value}{did_you_mean(error.instance, value) if kind == 'enum' else ''}",
         "type": f"a value of type {value}",
         "minItems": f"at least {value} item(s)",
         "maxItems": f"at most {value} item(s)",
@@ -103,14 +109,15 @@ def validate(instance: dict, schema_name: str, file: object) -> dict:
     every mapping's keys sorted (Snakemake compares a job's parameters by their repr, so reordering the keys
     of a config or domain file must not rerun anything).
 
-    Raises ConfigError naming `file`, the key and what was expected.
+    Raises ConfigError naming `file`, the key and what was expected; every problem at once (ConfigErrors,
+    one line each, in key order), each the most relevant error of its branch.
     """
     schema = load_schema(schema_name)
     if not isinstance(instance, dict):
         raise ConfigError(file, "(top level)", "a YAML mapping", type(instance).__name__)
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(instance))
-    if error is not None:
-        raise ConfigError(file, *_explain(error))
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(instance)
+    found = [ConfigError(file, *_explain(jsonschema.exceptions.best_match([error]))) for error in errors]
+    raise_all([error for _, error in sorted({str(error): error for error in found}.items())])
     filled = copy.deepcopy(instance)
     _fill_defaults(filled, schema, schema)
     return _sorted_keys(filled)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import math
 import string
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean, raise_all
 from .methods import UNITS
 from .prompts import find_name, table_variations
 from .schema import read_yaml, validate
@@ -186,12 +187,62 @@ class Study:
 
 
 def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
-    """Validate the whole study before any job is planned; raise one ConfigError on the first problem."""
+    """Validate the whole study before any job is planned; raise every problem found (the config's schema
+    first: later checks read its filled-in values; then each check and each domain file on its own)."""
     config = validate(config, "config", config_file)
+    problems = []
+    with _collected(problems):
+        _check_models(config, config_file)
+    groups = tuple(config["groups"])
+    names = []
+    with _collected(problems):
+        names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
+        fewest = min(sum(row["race"] == group for row in names) for group in groups)
+        if config["names"]["folds"] > fewest:
+            expected = (
+                f"at most {fewest} (every fold needs a name of each group; the fewest names of a group)"
+            )
+            raise ConfigError(config_file, "names.folds", expected, config["names"]["folds"])
+    prompts_dir = root / config["prompts"]["dir"]
+    domains, variations = {}, {}
+    for index, key in enumerate(config["domains"]):
+        with _collected(problems):
+            domains[key] = _listed_domain(config, config_file, prompts_dir, index, key)
+            chosen = config["variations"].get(key)
+            unknown = [value for value in chosen or () if value not in domains[key].variations]
+            if unknown:
+                raise ConfigError(
+                    config_file, f"variations.{key}", f"variations of {domains[key].file}", unknown[0]
+                )
+            variations[key] = tuple(chosen or domains[key].variations)
+    for key in config["variations"]:
+        if key not in config["domains"]:
+            expected = f"a domain listed in domains {config['domains']}{did_you_mean(key, config['domains'])}"
+            problems.append(ConfigError(config_file, f"variations.{key}", expected))
+    with _collected(problems):
+        _check_readouts(config, config_file, domains)
+    neutral = ()
+    with _collected(problems):
+        neutral = load_neutral(root / config["prompts"]["neutral"], [row["name"] for row in names])
+    raise_all(problems)
+    return Study(config, groups, tuple(names), domains, variations, neutral)
+
+
+@contextmanager
+def _collected(problems: list[ConfigError]):
+    """Run a check; keep its ConfigError (or several) in `problems` instead of stopping at it."""
+    try:
+        yield
+    except ConfigError as error:
+        problems.extend(getattr(error, "errors", [error]))
+
+
+def _check_models(config: dict, config_file: object) -> None:
     for index, key in enumerate(config["models"]):
         if key not in config["model_registry"]:
             known = ", ".join(config["model_registry"])
-            raise ConfigError(config_file, f"models[{index}]", f"a key of model_registry ({known})", key)
+            expected = f"a key of model_registry ({known}){did_you_mean(key, config['model_registry'])}"
+            raise ConfigError(config_file, f"models[{index}]", expected, key)
     for key, entry in config["model_registry"].items():
         hub = entry.get("hub")
         if hub is not None and config["model_registry"].get(hub, {}).get("source") != "hf":
@@ -201,37 +252,22 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
         section = config["masks"][unit]
         if not section[share] and not section["k"]:
             raise ConfigError(config_file, f"masks.{unit}", f"at least one setting in {share} or k", section)
-    groups = tuple(config["groups"])
-    names = load_names(root / config["names"]["table"], groups, config["names"]["include"])
-    fewest = min(sum(row["race"] == group for row in names) for group in groups)
-    if config["names"]["folds"] > fewest:
-        expected = f"at most {fewest} (every fold needs a name of each group; the fewest names of a group)"
-        raise ConfigError(config_file, "names.folds", expected, config["names"]["folds"])
-    prompts_dir = root / config["prompts"]["dir"]
-    domains, variations = {}, {}
-    for index, key in enumerate(config["domains"]):
-        if key == "neutral":
-            raise ConfigError(
-                config_file, f"domains[{index}]", "a domain key other than 'neutral' (reserved)", key
-            )
-        if not (prompts_dir / f"{key}.yaml").is_file():
-            available = ", ".join(
-                sorted(path.stem for path in prompts_dir.glob("*.yaml") if path.stem != "neutral")
-            )
-            expected = f"a domain with a file {prompts_dir / key}.yaml (available: {available})"
-            raise ConfigError(config_file, f"domains[{index}]", expected, key)
-        domain = domains[key] = load_domain(key, prompts_dir)
-        chosen = config["variations"].get(key)
-        if chosen:
-            unknown = [value for value in chosen if value not in domain.variations]
-            if unknown:
-                raise ConfigError(
-                    config_file, f"variations.{key}", f"variations of {domain.file}", unknown[0]
-                )
-        variations[key] = tuple(chosen or domain.variations)
-    for key in config["variations"]:
-        if key not in domains:
-            raise ConfigError(config_file, f"variations.{key}", f"a domain listed in domains {list(domains)}")
+
+
+def _listed_domain(config: dict, config_file: object, prompts_dir: Path, index: int, key: str) -> Domain:
+    """The domain `domains[index]` names, read from its file."""
+    if key == "neutral":
+        raise ConfigError(
+            config_file, f"domains[{index}]", "a domain key other than 'neutral' (reserved)", key
+        )
+    if not (prompts_dir / f"{key}.yaml").is_file():
+        known = sorted(path.stem for path in prompts_dir.glob("*.yaml") if path.stem != "neutral")
+        expected = f"a domain with a file {prompts_dir / key}.yaml (available: {', '.join(known)})"
+        raise ConfigError(config_file, f"domains[{index}]", expected + did_you_mean(key, known), key)
+    return load_domain(key, prompts_dir)
+
+
+def _check_readouts(config: dict, config_file: object, domains: dict) -> None:
     if not config["activations"]["attribution"]:
         for unit in ("neurons", "heads"):
             if "attribution" in config["scoring"][unit]["methods"]:
@@ -240,15 +276,15 @@ def load_study(config: dict, config_file: object, root: Path = Path()) -> Study:
                     config_file, f"scoring.{unit}.methods", expected, config["scoring"][unit]["methods"]
                 )
     study_modes = {
-        config["model_registry"][key].get("readout", config["readout"]["mode"]) for key in config["models"]
+        config["model_registry"][key].get("readout", config["readout"]["mode"])
+        for key in config["models"]
+        if key in config["model_registry"]
     }
     if "expected" in study_modes or config["activations"]["attribution"]:
         for domain in domains.values():
             if min(domain.answer.grid) <= 0:
                 expected = "positive candidates (the expected readout and attribution average log values)"
                 raise ConfigError(domain.file, "answer.grid", expected, min(domain.answer.grid))
-    neutral = load_neutral(root / config["prompts"]["neutral"], [row["name"] for row in names])
-    return Study(config, groups, tuple(names), domains, variations, neutral)
 
 
 def load_neutral(path: Path, names: list[str]) -> tuple[str, ...]:
