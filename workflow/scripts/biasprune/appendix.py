@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
 from .io import config_hash, sha256_file
 from .metrics import MASSES
-from .study import READOUT_ESTIMANDS, answer_prefix
+from .readout_modes import answer_prefix
+from .readout_modes import readout as readout_mode
 from .vocabulary import PRUNED
 
 REPORT = Path(__file__).resolve().parents[2] / "report"
@@ -212,7 +213,7 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
     )
     differences = [
         f"readout `{readout['mode']}`"
-        + ("" if readout["mode"] == "sample" else " (the paper sampled 100 answers)"),
+        + ("" if readout_mode(readout["mode"]).paper else " (the paper sampled 100 answers)"),
         "the answer prefix pre-filled in the assistant turn (the paper had none)"
         if answer_prefix(readout, "prefix")
         else "",
@@ -225,13 +226,14 @@ def limitations(config: dict, check: dict, conditions: pd.DataFrame) -> list[str
         if config.get("folds")
         else "",
         f"{sum(config['variation_counts'].values())} variations in {len(config['variation_counts'])} domains "
-        "(the paper: purchase with 18 items, and three further contexts)",
+        "(the paper: purchase with 10 items and three further contexts of 3; the authors' code: purchase "
+        "alone, 18 items)",
     ]
     rows = [
         "Differences from the paper's design: " + "; ".join(filter(None, differences)) + ".",
         f"{len(names)} names ({len(names) // 2} per group); each name's answers are one unit of the bootstrap, so "
         "intervals are wide when few names are used.",
-        f"Readout `{readout['mode']}` estimates {READOUT_ESTIMANDS[readout['mode']]}",
+        f"Readout `{readout['mode']}` estimates {readout_mode(readout['mode']).estimand}",
         f"{vacuous} evaluated masks prune nothing (empty intersections across variations or domains): they are "
         "marked empty, their numbers left blank, and they are left out of every verdict.",
         "Relative reductions of one cell are unstable where the unpruned |SMD| is near zero; the verdicts pool "
@@ -334,7 +336,7 @@ def appendix_html(
         {
             "model": {"key": config["model"], "origin": origin(config.get("about"), source), **check},
             "readout": config["readout"],
-            "estimand": READOUT_ESTIMANDS[config["readout"]["mode"]],
+            "estimand": readout_mode(config["readout"]["mode"]).estimand,
             "groups": config["groups"],
             "metrics": config["metrics"],
             "names": config["names"],

@@ -12,7 +12,8 @@ from functools import cached_property
 from .folds import assign_folds
 from .methods import method as registry_method
 from .prompts import table_names
-from .study import MODEL_RUNTIME_KEYS, READOUT_DECODE_KEYS, Study, answer_prefix
+from .readout_modes import answer_prefix, readout
+from .study import MODEL_RUNTIME_KEYS, Study
 from .vocabulary import CROSS, VARIATION
 
 
@@ -81,20 +82,13 @@ class Jobs:
         """The readout settings the model uses: the config's `readout` with the model's overrides, keeping
         only the keys its mode reads (so a change of another mode's setting reruns nothing)."""
         settings = dict(self.config["readout"])
-        mode = self.study.model(model).get("readout", settings["mode"])
+        entry = readout(self.study.model(model).get("readout", settings["mode"]))
         settings["use_prefix"] = self.study.model(model).get("use_prefix", settings["use_prefix"])
-        used = {
-            "expected": ("expected",),
-            "greedy": READOUT_DECODE_KEYS,
-            "sample": (*READOUT_DECODE_KEYS, "sample"),
-            "exact": (*READOUT_DECODE_KEYS, "exact"),
-        }[mode]
-        chosen = {"mode": mode, **{name: settings[name] for name in used}}
-        if mode == "sample":  # the seeded generator's draws follow the batches: the samples depend on it
+        chosen = {"mode": entry.name, **{name: settings[name] for name in entry.reads}}
+        if entry.batch_dependent(settings):  # seeded draws follow the batches: the answers depend on them
             chosen["batch_size"] = settings["batch_size"]
-        if mode in ("expected", "exact"):  # they read at the sampler's temperature (exact: and its top-p)
-            keys = ("temperature",) if mode == "expected" else ("temperature", "top_p")
-            chosen["sample"] = {key: settings["sample"][key] for key in keys}
+        if entry.sampler:  # the sampler's settings it reads (expected: its temperature)
+            chosen["sample"] = {key: settings["sample"][key] for key in entry.sampler}
         return chosen
 
     def answer(self, domain: str, **_) -> dict:
@@ -116,11 +110,10 @@ class Jobs:
         """What attribution scores differentiate (None without attribution), at the sampler's temperature (what
         both read at): the exact readout's mean over the tree its base answers stored when the readout is
         exact, else the expected readout."""
-        readout = self.readout(model)
         if not self.config["activations"]["attribution"]:
             return None
-        mode = "exact" if readout["mode"] == "exact" else "expected"
-        return {"mode": mode, "sample": {"temperature": readout["sample"]["temperature"]}}
+        mode = readout(self.readout(model)["mode"]).attribution
+        return {"mode": mode, "sample": {"temperature": self.config["readout"]["sample"]["temperature"]}}
 
     def scoring(self, unit: str, method: str, **_) -> dict:
         """The parameters one scoring method reads (so a change reruns that method's scores only)."""

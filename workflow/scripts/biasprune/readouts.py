@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import torch
@@ -14,7 +15,7 @@ from .decoding import decode, encode_shared_prefix, split_prefix
 from .exact import TREE_ENDING, exact_distributions, tree_columns
 from .grid import Candidates, expected_answer, grid_log_probs
 from .parse import VALID_REASONS, in_range, parse_number
-from .study import answer_prefix
+from .readout_modes import answer_prefix, readout
 from .tokens import chat_prompt
 
 ANSWER_SCHEMA = pa.schema(
@@ -65,54 +66,78 @@ def read_answers(
     mode, size = settings["mode"], settings["batch_size"]
     prefix = answer_prefix(settings, answer.prefix)
     prompt_part, _ = split_prefix(prefix)
+    reading = _Reading(
+        model,
+        tokenizer,
+        answer,
+        settings,
+        prompt_part,
+        torch.Generator().manual_seed(settings.get("sample", {}).get("seed", 0)),
+        keep_tree,
+        Candidates.build(tokenizer, answer.grid, prefix) if readout(mode).grid else None,
+    )
     columns = {name: [] for name in ANSWER_COLUMNS}
     batches = range(0, len(prompts), size)
     if progress:
         batches = progress(batches, desc=f"{mode} readout", unit="batch")
-    sample = settings.get("sample", {})
-    if mode == "expected":
-        candidates = Candidates.build(tokenizer, answer.grid, prefix)
-    generator = torch.Generator().manual_seed(sample.get("seed", 0))
     for start in batches:
         rows = prompts[start : start + size]
-        chats = [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
-        if mode == "expected":
-            _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, settings)
-            continue
-        if mode == "exact":
-            _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, generator, keep_tree)
-            continue
-        n = sample["n"] if mode == "sample" else 1
-        temperature = sample["temperature"] if mode == "sample" else 0.0
-        texts = decode(
-            model,
-            tokenizer,
-            chats,
-            n,
-            max_new_tokens=settings["max_new_tokens"],
-            temperature=temperature,
-            top_p=sample.get("top_p", 1.0),
-            generator=generator,
+        READERS[mode](
+            columns, reading, rows, [chat_prompt(tokenizer, row["text"], prompt_part) for row in rows]
         )
-        for row, answers in zip(rows, texts, strict=True):
-            for index, text in enumerate(answers):
-                parsed = in_range(
-                    parse_number(prompt_part + text, settings["max_answer_chars"]), answer.range
-                )
-                _append(
-                    columns,
-                    prompt_id=row["prompt_id"],
-                    sample=index,
-                    text=text,
-                    value=parsed.value,
-                    reason=parsed.reason,
-                )
     return columns
 
 
-def _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, settings) -> None:
+@dataclass(frozen=True)
+class _Reading:
+    """What every batch of one domain's reading shares: the model, the domain's answer spec, the readout's
+    settings, the prefix text inside the prompt, the seeded generator (drawn in batch order) and the grid."""
+
+    model: object
+    tokenizer: object
+    answer: object
+    settings: dict
+    prompt_part: str
+    generator: torch.Generator
+    keep_tree: bool
+    candidates: Candidates | None
+
+
+def _decoded_rows(columns, reading: _Reading, rows, chats) -> None:
+    """The sample or greedy readout of a batch: n sampled answers (greedy: one at temperature 0) per prompt,
+    each parsed after the pre-filled prefix and checked against the domain's range."""
+    settings, sample = reading.settings, reading.settings.get("sample", {})
+    sampled = settings["mode"] == "sample"
+    texts = decode(
+        reading.model,
+        reading.tokenizer,
+        chats,
+        sample["n"] if sampled else 1,
+        max_new_tokens=settings["max_new_tokens"],
+        temperature=sample["temperature"] if sampled else 0.0,
+        top_p=sample.get("top_p", 1.0),
+        generator=reading.generator,
+    )
+    for row, answers in zip(rows, texts, strict=True):
+        for index, text in enumerate(answers):
+            parsed = in_range(
+                parse_number(reading.prompt_part + text, settings["max_answer_chars"]), reading.answer.range
+            )
+            _append(
+                columns,
+                prompt_id=row["prompt_id"],
+                sample=index,
+                text=text,
+                value=parsed.value,
+                reason=parsed.reason,
+            )
+
+
+def _expected_rows(columns, reading: _Reading, rows, chats) -> None:
     """The expected readout of a batch: exp(E[log value]) over the grid at the sampler's temperature, the
     grid's coverage, and `off_grid` where the coverage is below `expected.min_coverage`."""
+    model, tokenizer, settings, answer = reading.model, reading.tokenizer, reading.settings, reading.answer
+    candidates = reading.candidates
     temperature = settings.get("sample", {}).get("temperature", 1.0)
     floor = settings.get("expected", {}).get("min_coverage", 0.0)
     with torch.inference_mode():
@@ -139,8 +164,10 @@ def _expected_rows(columns, model, tokenizer, rows, chats, candidates, answer, s
         )
 
 
-def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, generator, keep_tree) -> None:
+def _exact_rows(columns, reading: _Reading, rows, chats) -> None:
     """The exact readout of a batch: one row per prompt with its whole answer distribution."""
+    model, tokenizer, settings, answer = reading.model, reading.tokenizer, reading.settings, reading.answer
+    generator, keep_tree = reading.generator, reading.keep_tree
     sample, exact = settings.get("sample", {}), settings.get("exact", {})
     distributions = exact_distributions(
         model,
@@ -183,6 +210,10 @@ def _exact_rows(columns, model, tokenizer, rows, chats, answer, settings, genera
             value_se=head.mean_se() if value is not None else None,
             **(tree_columns(head) if keep_tree else {}),
         )
+
+
+# How each readout of the registry (readout_modes.READOUTS) reads a batch.
+READERS = {"expected": _expected_rows, "exact": _exact_rows, "sample": _decoded_rows, "greedy": _decoded_rows}
 
 
 def _append(columns, **fields) -> None:

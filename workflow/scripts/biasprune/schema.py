@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from . import readout_modes
 from .errors import ConfigError, did_you_mean, raise_all
 from .methods import EXPORTABLE_UNITS, UNITS, method_names
 
@@ -25,7 +26,11 @@ def load_schema(name: str) -> dict:
 
 
 def _registry_choices(schema: dict) -> None:
-    """The choices of units and scoring methods come from the method registry (methods.METHODS)."""
+    """The choices of units and scoring methods come from the method registry (methods.METHODS), those of
+    readouts from the readout registry (readout_modes.READOUTS)."""
+    names = [entry.name for entry in readout_modes.READOUTS]
+    schema["properties"]["readout"]["properties"]["mode"]["enum"] = names
+    schema["$defs"]["model"]["properties"]["readout"]["enum"] = list(names)
     scoring = schema["properties"]["scoring"]["properties"]
     for unit in UNITS:
         scoring[unit]["properties"]["methods"]["items"] = {"enum": method_names(unit)}

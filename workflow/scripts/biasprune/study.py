@@ -12,6 +12,7 @@ from pathlib import Path
 from .errors import ConfigError, did_you_mean, raise_all
 from .methods import UNITS
 from .prompts import find_name, table_variations
+from .readout_modes import readout
 from .schema import read_yaml, validate
 from .specs import Answer, Domain, PromptTable
 from .vocabulary import SHARE_KEYS
@@ -19,32 +20,6 @@ from .vocabulary import SHARE_KEYS
 TEMPLATE_FIELDS = ("name", "variation")
 TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 NAME_COLUMNS = ("name", "race", "gender")
-READOUT_DECODE_KEYS = ("use_prefix", "max_new_tokens", "max_answer_chars")
-# What each readout estimates: the appendix and the README state the one a run used.
-READOUT_ESTIMANDS = {
-    "sample": "the paper's estimand: n answers sampled per prompt (temperature, top-p) and parsed; the SMD is "
-    "over every valid sample of a group, with Monte Carlo noise that shrinks as n grows.",
-    "exact": "the paper's estimand without sampling noise, but for the leading number: the exact distribution "
-    "of the number a sampled answer starts with (same temperature, top-p and prefix), enumerated best first "
-    "until the unexplored mass is below epsilon; the SMD is that of infinitely many samples (mixture means, "
-    "population variance), invalid rates are masses, and mass on answers that do not start with a number is "
-    "invalid (the paper's parser, and the sampled readout's, read the first number anywhere in the answer).",
-    "expected": "not the paper's estimand: one number per prompt, exp(E[log value]) over the domain's candidate "
-    "grid (renormalised, at the sampler's temperature); the SMD uses only the spread between names, "
-    "probability off the grid is dropped (its share is recorded as coverage) and the answers sit near the "
-    "grid's centre.",
-    "greedy": "one deterministic decode per prompt, parsed: the mode of the sampler's path, not its mean.",
-}
-
-
-def answer_prefix(readout: dict, prefix: str) -> str:
-    """The text a readout pre-fills the assistant turn with: the domain's answer prefix where the mode reads
-    after it (always for `expected`, which scores candidates after it; else per `use_prefix`), else nothing."""
-    return prefix if readout["mode"] == "expected" or readout.get("use_prefix") else ""
-
-
-# Registry keys that change no byte of a fetched model (how it runs; what it is; where a failed download
-# points to): a change never refetches it.
 MODEL_RUNTIME_KEYS = ("dtype", "device", "gpus", "readout", "use_prefix", "hub", "about")
 ROUND_MANTISSAS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)
 
@@ -280,7 +255,7 @@ def _check_readouts(config: dict, config_file: object, domains: dict) -> None:
         for key in config["models"]
         if key in config["model_registry"]
     }
-    if "expected" in study_modes or config["activations"]["attribution"]:
+    if any(readout(mode).grid for mode in study_modes) or config["activations"]["attribution"]:
         for domain in domains.values():
             if min(domain.answer.grid) <= 0:
                 expected = "positive candidates (the expected readout and attribution average log values)"
