@@ -8,6 +8,7 @@ from tqdm import tqdm
 from biasprune.io import sha256_file, write_parquet
 from biasprune.logs import log_to
 from biasprune.models import load_model
+from biasprune.readout_modes import readout as registry_readout
 from biasprune.readouts import ANSWER_SCHEMA, read_answers
 from biasprune.specs import Answer
 
@@ -18,7 +19,8 @@ with log_to(snakemake.log[0]):
     answer = Answer(**snakemake.params.answer)
     model, tokenizer = load_model(snakemake.input.model, spec["device"], spec["dtype"])
     prompts = pq.read_table(snakemake.input.prompts).to_pylist()
-    keep_tree = readout["mode"] == "exact"  # for attribution through the exact mean (activations)
+    # The explored tree is kept where attribution differentiates this readout through it (activations).
+    keep_tree = registry_readout(readout["mode"]).attribution == "exact"
     columns = read_answers(model, tokenizer, prompts, answer, readout, progress=tqdm, keep_tree=keep_tree)
     table = pa.Table.from_pydict(columns, schema=ANSWER_SCHEMA)
     provenance = {
