@@ -23,7 +23,7 @@ from biasprune.directions import (
 )
 from biasprune.evaluate import Evaluation, mask_of
 from biasprune.hooks import hook_count
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import read_answers
 from biasprune.scores import score

@@ -15,7 +15,8 @@ from biasprune.bits import TensorWriter
 from biasprune.errors import ConfigError
 from biasprune.folds import assign_folds, fold_key
 from biasprune.jobs import Jobs
-from biasprune.masks import build_fold_masks, load_masks
+from biasprune.maskfile import load_masks
+from biasprune.masks import build_fold_masks
 from biasprune.study import load_study
 
 GROUPS = ("White", "Black")

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 SCRIPTS = ROOT / "workflow" / "scripts"
 PACKAGE = SCRIPTS / "biasprune"
-MAX_CHAIN = 7
+MAX_CHAIN = 6
 # Modules the `tables` env runs (condition_metrics, findings, the CSV bundle) or that only read tables.
 # The table and verdict modules (their rules run in the tables env) and what the Snakefile loads to plan jobs.
 TABLE_MODULES = ("metrics", "stats", "conditions", "findings", "vocabulary", "specs", "parse", "appendix")

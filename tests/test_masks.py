@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 
 from biasprune.bits import decode, encode, stored_count
 from biasprune.errors import ConfigError
+from biasprune.maskfile import load_masks
 from biasprune.masks import (
     Candidate,
     combine,
-    load_masks,
     select_units,
 )
 from biasprune.vocabulary import scope_selections, settings

@@ -21,7 +21,7 @@ from conftest import ROOT, TINY_SETS, copy_run, copy_workflow, job_counts, snake
 from safetensors.numpy import load_file
 
 from biasprune.ablation import Mask, masked
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 from biasprune.models import load_model
 
 # The appendix's figures (workflow/rules/common.smk FIGURES).

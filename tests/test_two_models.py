@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import copy_workflow, job_counts, readout_settings, snakemake, tiny_study
 
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 from biasprune.models import ModelAdapter, load_model
 from biasprune.readouts import read_answers
 from biasprune.study import load_domain

@@ -9,7 +9,7 @@ import yaml
 from conftest import job_counts, snakemake, tiny_study
 
 from biasprune.io import read_provenance
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 
 # The appendix's figures (workflow/rules/common.smk FIGURES).
 FIGURES = ("baseline", "before_after", "transfer", "units", "tradeoff", "components", "overlap")

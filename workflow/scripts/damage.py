@@ -7,7 +7,7 @@ from biasprune.ablation import head_means
 from biasprune.damage import damage_table
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 from biasprune.models import load_model
 
 with log_to(snakemake.log[0]):

@@ -10,7 +10,7 @@ from biasprune.ablation import head_means
 from biasprune.evaluate import evaluate_domain
 from biasprune.io import write_parquet
 from biasprune.logs import log_to
-from biasprune.masks import load_masks
+from biasprune.maskfile import load_masks
 from biasprune.models import load_model
 from biasprune.specs import Answer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from .ablation import Mask, masked
 from .errors import ConfigError
 from .io import atomic_path
-from .masks import load_masks
+from .maskfile import load_masks
 from .models import load_model
 
 

@@ -266,7 +266,7 @@ def jaccard(masks: Sequence[tuple[str, Mapping]]) -> pd.DataFrame:
 def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """From `domain`-scope mask files: components per layer (and matrix), heads per (layer, head), and the
     Jaccard overlap of the domains' masks; the first setting of each file."""
-    from .masks import load_masks
+    from .maskfile import load_masks
 
     per_layer, heads, overlaps = [], [], []
     for path in files:
