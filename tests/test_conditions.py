@@ -189,3 +189,47 @@ def test_cross_fitted_folds_pool_into_one_condition_over_every_name():
     selected = names[names["control"] == "pruned"].drop_duplicates("name").set_index("name")["fold"]
     assert selected.to_dict() == {name: "A" if name in fold_a else "B" for name in selected.index}
     assert (names.loc[names["control"] == "base", "fold"] == "").all()
+
+
+def test_a_scope_added_to_the_vocabulary_enters_the_transfer_table(monkeypatch):
+    """Every mask's own row reaches the transfer matrix: a `domain` mask, the pooled `variation` masks of the
+    domain (not each variation's), and a mask of a scope the table's code never names (here `pairs`, added to
+    the vocabulary for this test), which the old rule (domain and cross scopes, or pooled) silently dropped."""
+    from biasprune import vocabulary
+
+    monkeypatch.setattr(vocabulary, "SCOPES", (*vocabulary.SCOPES, "pairs"))
+    base = answers(8.0)
+    frames = [  # one per evaluate job: a scope's masks on one domain
+        evaluated("purchase", "pruned", -1, answers(1.0, seed=1)),
+        evaluated("purchase", "pruned", -1, answers(2.0, seed=2), scope="pairs"),
+        pd.concat(
+            [
+                evaluated(
+                    f"purchase/{v}", "pruned", -1, answers(3.0, seed=3)[lambda f, v=v: f["variation"] == v]
+                ).assign(scope="variation")
+                for v in ("chair", "car")
+            ]
+        ),
+    ]
+    damage = pd.DataFrame(
+        [
+            {"unit": "heads", "method": "attribution", "scope": scope, "condition": condition}
+            | {"setting": "share=0.1", "control": "pruned", "seed": -1, "kl": 0.1}
+            for scope, condition in (
+                ("domain", "purchase"),
+                ("pairs", "purchase"),
+                ("variation", "purchase/chair"),
+                ("variation", "purchase/car"),
+            )
+        ]
+    )
+    manifests = [
+        {"unit": "heads", "method": "attribution", "scope": scope, "shapes": {"0": [4], "1": [6]}}
+        for scope in ("domain", "pairs", "variation")
+    ]
+    _, transfer, _ = condition_tables(frames, damage, manifests, base, GROUPS, METRICS)
+    assert sorted(zip(transfer["scope"], transfer["selection"], strict=True)) == [
+        ("domain", "purchase"),
+        ("pairs", "purchase"),
+        ("variation", "purchase (variation masks)"),
+    ]

@@ -32,8 +32,6 @@ from .metrics import MASSES, comparison_table, name_summaries
 from .vocabulary import (
     BASE,
     CONTROLS,
-    CROSS,
-    DOMAIN,
     PRUNED,
     WITHIN,
     Condition,
@@ -197,13 +195,18 @@ def pooled(frame: pd.DataFrame) -> pd.Series:
     )
 
 
+def whole_masks(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's condition is one mask's own row: pooled within-domain conditions stand for their
+    scope's masks of the domain, every other scope's conditions are masks themselves (so a new scope enters
+    the transfer table and the levels without being named here)."""
+    return pooled(frame) | ~frame["scope"].isin(WITHIN)
+
+
 def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
     """The (selection x evaluated domain) matrix per unit, method and setting, tidy: domain-level rows of
     each mask (pooled within-domain conditions, each domain's common mask, the pool of the others)."""
     rows = conditions[
-        (conditions["control"] == PRUNED)
-        & (conditions["level"] == "domain")
-        & (conditions["scope"].isin([DOMAIN, CROSS]) | pooled(conditions))
+        (conditions["control"] == PRUNED) & (conditions["level"] == "domain") & whole_masks(conditions)
     ].copy()
     rows["selection"] = [
         Condition.parse(c, s).selection_label() for s, c in zip(rows["scope"], rows["condition"], strict=True)
@@ -246,7 +249,7 @@ def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:
 def level(frame: pd.DataFrame) -> pd.Series:
     """The generalisation level of each domain-level row of control = pruned (None where it has none;
     masks of the within-domain scopes count pooled, `{d}/*` and `{d}/-*`)."""
-    counted = pooled(frame) | ~frame["scope"].isin(WITHIN)
+    counted = whole_masks(frame)
     return pd.Series(
         [
             generalisation(s, bool(i)) if keep else None
