@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from biasprune.conditions import condition_tables
-from biasprune.metrics import bias_table, comparison_table, inlier_ratio
+from biasprune.metrics import bias_table, comparison_table
+from biasprune.weighting import inlier_ratio
 
 GROUPS = ("White", "Black")
 METRICS = {"bootstrap": 300, "confidence": 0.95, "seed": 0}

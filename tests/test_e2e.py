@@ -14,7 +14,8 @@ import yaml
 from conftest import TEST_CONFIG_SETS, copy_workflow, job_counts, readout_settings, snakemake
 
 from biasprune.decoding import generate_tokens
-from biasprune.exact import exact_distributions, leading_number
+from biasprune.exact import exact_distributions
+from biasprune.leading import leading_number
 from biasprune.models import ModelAdapter, greedy_answer, load_model
 from biasprune.parse import Parsed, in_range
 from biasprune.prompts import prompt_table

@@ -13,15 +13,8 @@ from conftest import TINY_LLAMA, readout_settings
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from biasprune.decoding import generate_tokens
-from biasprune.exact import (
-    NOT_LEADING,
-    _probed,
-    exact_distributions,
-    expected_value,
-    from_tree,
-    leading_state,
-    settled,
-)
+from biasprune.exact import exact_distributions, expected_value, from_tree
+from biasprune.leading import NOT_LEADING, _probed, leading_state, settled
 from biasprune.parse import OUT_OF_RANGE, parse_number
 from biasprune.readouts import ANSWER_SCHEMA, read_answers
 from biasprune.specs import Answer

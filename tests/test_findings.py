@@ -5,19 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprune.findings import (
-    ANOMALY_MARGIN,
-    FAILS,
-    HOLDS,
-    UNKNOWN,
-    bootstrap_p,
-    findings,
-    holm,
-    seed_weights,
-)
+from biasprune.draws import bootstrap_p, holm, seed_weights
+from biasprune.findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN, findings
 from biasprune.folds import assign_folds
-from biasprune.metrics import BAND, FENCE, bias_table, name_draws
+from biasprune.metrics import bias_table, name_draws
 from biasprune.stats import bootstrap_indices
+from biasprune.weighting import BAND, FENCE
 
 GROUPS = ("White", "Black")
 METRICS = {"bootstrap": 400, "confidence": 0.95, "seed": 0}
@@ -478,7 +471,7 @@ def test_a_mask_no_better_than_its_controls_holds_at_most_alpha_and_one_fixed_se
     rate = holds_rates(150, 12, controls=FIVE_SEEDS, **world)
     print(rate)
     assert within_alpha(rate).all(), rate
-    monkeypatch.setattr("biasprune.findings.MIN_SEEDS", 1)
+    monkeypatch.setattr("biasprune.evidence.MIN_SEEDS", 1)  # read by Evidence.control_of
     old = holds_rates(150, 12, controls=[("random", 0)], **world)
     print(old)
     assert not within_alpha(old).loc[1], old

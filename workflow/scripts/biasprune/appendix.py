@@ -15,12 +15,12 @@ import jinja2
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .findings import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
+from .evidence import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
 from .io import config_hash, sha256_file
-from .metrics import MASSES
 from .readout_modes import answer_prefix
 from .readout_modes import readout as readout_mode
 from .vocabulary import PRUNED
+from .weighting import MASSES
 
 REPORT = Path(__file__).resolve().parents[2] / "report"
 TEMPLATE = REPORT / "appendix.html.j2"
@@ -85,6 +85,9 @@ TABLES = (
         ],
     ),
 )
+TABLE_COLUMNS = {name: columns for name, _, _, columns in TABLES}
+# The table and plotting libraries of the report jobs' env, whose versions every page's provenance names.
+REPORT_LIBRARIES = ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
 VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
 MEANING = {
     HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
@@ -109,6 +112,15 @@ def embed(png: str | Path) -> str:
     return base64.b64encode(Path(png).read_bytes()).decode("ascii")
 
 
+def shown_figures(figures: Iterable[tuple[str, str | Path]], prefix: str = "") -> list[dict]:
+    """(name, PNG) pairs as a page shows them: the caption of report/<prefix><name>.rst, the PNG embedded."""
+    shown = []
+    for name, png in figures:
+        title, text = caption(REPORT / f"{prefix}{name}.rst")
+        shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
+    return shown
+
+
 def cell(value) -> dict:
     """A table cell as text; numbers rounded for reading, flagged for right alignment."""
     if isinstance(value, bool) or value is None:
@@ -120,9 +132,13 @@ def cell(value) -> dict:
     return {"text": str(value), "num": False}
 
 
-def html_table(name: str, title: str, text: str, frame: pd.DataFrame, columns: Sequence[str]) -> dict:
-    # a readout mass the readout does not have (all empty) is left out
-    columns = [c for c in columns if c in frame and not (c in MASSES and frame[c].isna().all())]
+def html_table(
+    name: str, title: str, text: str, frame: pd.DataFrame, columns: Sequence[str] | None = None
+) -> dict:
+    """A table as the page shows it: `columns` of `frame` (by default all of them, in its order) that it has;
+    a readout mass the readout does not have (all empty) is left out."""
+    shown = frame.columns if columns is None else columns
+    columns = [c for c in shown if c in frame and not (c in MASSES and frame[c].isna().all())]
     rows = [[cell(value) for value in row] for row in frame[columns].astype(object).itertuples(index=False)]
     return {"name": name, "title": title, "caption": text, "columns": columns, "rows": rows}
 
@@ -291,30 +307,38 @@ def origin(about: str | None, source: dict) -> str:
     return (f"{about.strip()} " if about else "") + f"Its weights were {where}."
 
 
+def stamped(inputs: Mapping[str, str], snakemake_version: str) -> dict:
+    """A page's provenance: the run date, then `inputs` (what it was made from), then the versions of the
+    report libraries (this job's env) and of Snakemake."""
+    return {
+        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **inputs,
+        **{f"version/{name}": version(name) for name in REPORT_LIBRARIES},
+        "version/snakemake": snakemake_version,
+    }
+
+
 def provenance(
     config: dict, check: dict, source: dict, prompt_files: Sequence[str | Path], snakemake_version: str
 ) -> dict:
     """Where every input came from: run date, config hash, model source, prompt hashes, library versions."""
-    return {
-        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "config_hash": config_hash(config),
-        "model_source": json.dumps(
-            {
-                k: v
-                for k, v in source.items()
-                if "sha" in k or k in ("source", "repo", "revision", "package", "version", "wheels")
-            },
-            sort_keys=True,
-        ),
-        **{f"prompts/{Path(p).name}": sha256_file(p) for p in prompt_files},
-        # Model libraries as the model jobs saw them; table and plotting libraries of this job's env.
-        **{f"version/{name}": number for name, number in check["versions"].items()},
-        **{
-            f"version/{name}": version(name)
-            for name in ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
+    return stamped(
+        {
+            "config_hash": config_hash(config),
+            "model_source": json.dumps(
+                {
+                    k: v
+                    for k, v in source.items()
+                    if "sha" in k or k in ("source", "repo", "revision", "package", "version", "wheels")
+                },
+                sort_keys=True,
+            ),
+            **{f"prompts/{Path(p).name}": sha256_file(p) for p in prompt_files},
+            # Model libraries as the model jobs saw them; `stamped` adds the table and plotting libraries.
+            **{f"version/{name}": number for name, number in check["versions"].items()},
         },
-        "version/snakemake": snakemake_version,
-    }
+        snakemake_version,
+    )
 
 
 def appendix_html(
@@ -328,10 +352,7 @@ def appendix_html(
 ) -> str:
     """The whole appendix of one model's run: `tables` holds its baseline, transfer, conditions and findings
     tables, `figures` (name, PNG) pairs whose captions are report/<name>.rst."""
-    shown = []
-    for name, png in figures:
-        title, text = caption(REPORT / f"{name}.rst")
-        shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
+    shown = shown_figures(figures)
     return render(
         {
             "model": {"key": config["model"], "origin": origin(config.get("about"), source), **check},

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,7 +23,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import figures
-from .appendix import REPORT, TABLES, caption, embed, findings_rows, html_table, render
+from .appendix import REPORT, TABLE_COLUMNS, findings_rows, html_table, render, shown_figures, stamped
 from .io import sha256_file
 from .vocabulary import Condition, units_label
 
@@ -109,7 +107,7 @@ def placement_table(runs: Mapping[str, ModelRun], bins: int = DEPTH_BINS) -> pd.
                 for setting in manifest["settings"]:
                     per_bin = np.zeros(bins, dtype=np.int64)
                     for key, count in entry["counts"][setting].items():
-                        per_bin[depth_bin(int(key.partition(".")[0]), n_layers, residual, bins)] += count
+                        per_bin[depth_bin(figures.layer_part(key)[0], n_layers, residual, bins)] += count
                     total = int(per_bin.sum())
                     rows += [
                         {
@@ -344,15 +342,7 @@ def placement_by_model(placement: pd.DataFrame, models: Sequence[str]) -> pd.Dat
 
 def provenance(inputs: Mapping[str, str | os.PathLike], snakemake_version: str) -> dict:
     """Run date, the sha256 of every input table and manifest, and the report libraries' versions."""
-    return {
-        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **{label: sha256_file(path) for label, path in inputs.items()},
-        **{
-            f"version/{name}": version(name)
-            for name in ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
-        },
-        "version/snakemake": snakemake_version,
-    }
+    return stamped({label: sha256_file(path) for label, path in inputs.items()}, snakemake_version)
 
 
 def comparison_html(
@@ -364,17 +354,12 @@ def comparison_html(
     """The comparison page: the models (in the order of `checks`), the figures with their captions, the
     baseline per domain, the findings side by side, the transfer table and the placement by depth."""
     models = list(checks)
-    shown = []
-    for name, png in figures_png:
-        title, text = caption(REPORT / f"comparison_{name}.rst")
-        shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
-    columns = {name: columns for name, _, _, columns in TABLES}
     geometry = pd.DataFrame([{"model": m, **{k: checks[m].get(k) for k in GEOMETRY}} for m in models])
     return render(
         {
             "models": models,
-            "geometry": html_table("models", "Models", "", geometry, ["model", *GEOMETRY]),
-            "figures": shown,
+            "geometry": html_table("models", "Models", "", geometry),
+            "figures": shown_figures(figures_png, "comparison_"),
             "depth_bins": DEPTH_BINS,
             "baseline": html_table(
                 "baseline-by-domain",
@@ -382,10 +367,6 @@ def comparison_html(
                 "Per domain and model: the mean |SMD| over its variations, its permutation p (race labels "
                 "permuted over names) and the variations whose signed-SMD interval excludes 0.",
                 baseline_by_domain(tables["baseline"], models),
-                [
-                    "domain",
-                    *[f"{m}: {c}" for m in models for c in ("mean |SMD|", "p", "measurable variations")],
-                ],
             ),
             "baseline_rows": html_table(
                 "baseline",
@@ -400,7 +381,7 @@ def comparison_html(
                 "Transfer matrices",
                 "Every cell of every model's transfer matrices (columns as in each model's appendix).",
                 tables["transfer"],
-                ["model", *columns["transfer"]],
+                ["model", *TABLE_COLUMNS["transfer"]],
             ),
             "placement": html_table(
                 "placement",
@@ -408,7 +389,6 @@ def comparison_html(
                 "Per unit and method, setting and relative-depth bin: each model's share of the components "
                 "its masks select, pooled over the masks (the per-mask shares are in comparison/placement.csv).",
                 placement_by_model(tables["placement"], models),
-                ["units", "setting", "bin", *[f"{m}: share" for m in models]],
             ),
             "provenance": provenance_rows,
         },

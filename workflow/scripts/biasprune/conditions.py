@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import MASSES, comparison_table, name_summaries
+from .metrics import comparison_table
 from .vocabulary import (
     BASE,
     CONTROLS,
@@ -38,6 +38,7 @@ from .vocabulary import (
     generalisation,
     units_label,
 )
+from .weighting import MASSES, name_summaries
 
 KEYS = ["unit", "method", "scope", "condition", "setting"]
 CONTROL_FIGURES = ["abs_smd", "reduction", "abs_change", "invalid_rate", "inlier_ratio", "kl"]

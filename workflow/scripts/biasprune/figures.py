@@ -263,6 +263,14 @@ def jaccard(masks: Sequence[tuple[str, Mapping]]) -> pd.DataFrame:
     )
 
 
+def layer_part(key: str) -> tuple[int, str]:
+    """The layer a mask key names and the part of it: "3" (a unit's layer, or the residual layer a direction
+    edit acts on) is (3, ""), "3.q_proj" (a layer's matrix) is (3, "q_proj"). How every placement reads where
+    a component sits: the figures here and the comparison's relative depths."""
+    layer, _, part = key.partition(".")
+    return int(layer), part
+
+
 def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """From `domain`-scope mask files: components per layer (and matrix), heads per (layer, head), and the
     Jaccard overlap of the domains' masks; the first setting of each file."""
@@ -279,13 +287,13 @@ def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.Data
         chosen = [(condition, masks[condition, setting]) for condition in manifest["conditions"]]
         for _, mask in chosen:
             for key, value in mask.items():
-                layer, _, part = key.partition(".")
+                layer, part = layer_part(key)
                 per_layer.append(
-                    {"units": units, "layer": int(layer), "part": part or unit, "count": int(value.sum())}
+                    {"units": units, "layer": layer, "part": part or unit, "count": int(value.sum())}
                 )
                 if unit == "heads":
                     heads += [
-                        {"units": units, "layer": int(layer), "head": head, "count": int(flag)}
+                        {"units": units, "layer": layer, "head": head, "count": int(flag)}
                         for head, flag in enumerate(value.tolist())
                     ]
         if len(chosen) > 1:
