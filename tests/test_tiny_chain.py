@@ -185,7 +185,7 @@ def test_scoring_change_reruns_scores_and_never_the_cache(tiny_run, tiny_llama_d
         "damage": 4,
         "condition_metrics": 1,
         # Every figure but the baseline's, the findings, the CSV tables and the appendix.
-        **{f"figure_{name}": 1 for name in FIGURES if name != "baseline"},
+        "figure": len(FIGURES) - 1,
         "findings": 1,
         "tables": 1,
         "appendix": 1,

@@ -1,11 +1,14 @@
 # All Python the rules use: config validation (first), wildcard constraints, targets, and the functions that map
 # a job's wildcards to its input paths; its params come from biasprune.jobs (job_params), its one owner.
+import collections
 import re
 import sys
 from pathlib import Path
 
 # The library sits next to the rules (workflow/scripts), also where the workflow is used as a module.
 sys.path.insert(0, str(Path(str(workflow.current_basedir)).parent / "scripts"))
+# The captions of Snakemake's report and the appendix (workflow/report).
+REPORT_DIR = Path(str(workflow.current_basedir)).parent / "report"
 
 from biasprune.errors import ConfigError
 from snakemake import __version__ as SNAKEMAKE_VERSION
@@ -174,18 +177,6 @@ def condition_metrics_inputs(wildcards):
     }
 
 
-# The appendix's figures, in order.
-FIGURES = [
-    "baseline",
-    "before_after",
-    "transfer",
-    "units",
-    "tradeoff",
-    "components",
-    "overlap",
-]
-
-
 def placement_scope() -> str:
     """The scope whose masks show where components sit: each domain's common mask where configured."""
     scopes = STUDY.config["masks"]["scopes"]
@@ -210,11 +201,64 @@ def domain_manifests(wildcards):
     ]
 
 
+def metric_table(name):
+    """A figure's input: the metric table `name` of the job's model."""
+    return lambda wildcards: {
+        "table": f"results/{wildcards.model}/metrics/{name}.parquet"
+    }
+
+
+def placement_files(wildcards):
+    """A figure's inputs: the masks that show where components sit, with their manifests."""
+    return {
+        "masks": domain_mask_files(wildcards),
+        "manifests": domain_manifests(wildcards),
+    }
+
+
+# The figures of rule `figure` in the appendix's order: per figure its inputs (a function of the job's wildcards)
+# and where Snakemake's report files it (category, subcategory). Its caption, in the appendix and the report,
+# is workflow/report/<figure>.rst; workflow/scripts/figure.py draws it.
+Figure = collections.namedtuple("Figure", ["inputs", "category", "subcategory"])
+FIGURES = {
+    "baseline": Figure(metric_table("baseline"), "Baseline", "Baseline bias"),
+    "before_after": Figure(
+        metric_table("conditions"), "Pruning", "Before and after pruning"
+    ),
+    "transfer": Figure(metric_table("transfer"), "Pruning", "Transfer matrix"),
+    "units": Figure(
+        metric_table("conditions"), "Pruning", "Neurons and weights against heads"
+    ),
+    "tradeoff": Figure(metric_table("conditions"), "Pruning", "Bias against damage"),
+    "components": Figure(placement_files, "Components", "Where the components sit"),
+    "overlap": Figure(placement_files, "Components", "Overlap across domains"),
+}
+
+
+def figure_inputs(wildcards):
+    return FIGURES[wildcards.figure].inputs(wildcards)
+
+
+def figure_category(wildcards):
+    return FIGURES[wildcards.figure].category
+
+
+def figure_subcategory(wildcards):
+    return FIGURES[wildcards.figure].subcategory
+
+
+def figure_caption(wildcards):
+    """The figure's caption text (workflow/report/<figure>.rst), for the report's caption template
+    workflow/report/figure.rst: Snakemake reads one caption file per rule, the appendix one per figure.
+    """
+    return (REPORT_DIR / f"{wildcards.figure}.rst").read_text()
+
+
 def appendix_inputs(wildcards):
     stem = f"results/{wildcards.model}"
     return {
         "figures": expand(
-            f"reports/{wildcards.model}/figures/{{name}}.png", name=FIGURES
+            f"reports/{wildcards.model}/figures/{{figure}}.png", figure=FIGURES
         ),
         "baseline": f"{stem}/metrics/baseline.parquet",
         "conditions": f"{stem}/metrics/conditions.parquet",

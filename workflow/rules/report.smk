@@ -1,162 +1,27 @@
-rule figure_baseline:
-    """Figure: baseline bias."""
+rule figure:
+    """A figure of the appendix (common.smk FIGURES: its inputs, report category and subcategory)."""
     input:
-        table="results/{model}/metrics/baseline.parquet",
+        unpack(figure_inputs),
     output:
         png=report(
-            "reports/{model}/figures/baseline.png",
-            caption="../report/baseline.rst",
-            category="Baseline",
-            subcategory="Baseline bias",
-            labels={"figure": "baseline", "format": "png"},
+            "reports/{model}/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category=figure_category,
+            subcategory=figure_subcategory,
+            labels={"figure": "{figure}", "format": "png"},
         ),
-        svg="reports/{model}/figures/baseline.svg",
+        svg="reports/{model}/figures/{figure}.svg",
     log:
-        "logs/figure_baseline/{model}.log",
+        "logs/figure/{model}/{figure}.log",
     benchmark:
-        "benchmarks/figure_baseline/{model}.tsv"
+        "benchmarks/figure/{model}/{figure}.tsv"
+    wildcard_constraints:
+        figure="|".join(FIGURES),
     conda:
         "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_before_after:
-    """Figure: before and after pruning."""
-    input:
-        table="results/{model}/metrics/conditions.parquet",
-    output:
-        png=report(
-            "reports/{model}/figures/before_after.png",
-            caption="../report/before_after.rst",
-            category="Pruning",
-            subcategory="Before and after pruning",
-            labels={"figure": "before_after", "format": "png"},
-        ),
-        svg="reports/{model}/figures/before_after.svg",
-    log:
-        "logs/figure_before_after/{model}.log",
-    benchmark:
-        "benchmarks/figure_before_after/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_transfer:
-    """Figure: transfer matrix."""
-    input:
-        table="results/{model}/metrics/transfer.parquet",
-    output:
-        png=report(
-            "reports/{model}/figures/transfer.png",
-            caption="../report/transfer.rst",
-            category="Pruning",
-            subcategory="Transfer matrix",
-            labels={"figure": "transfer", "format": "png"},
-        ),
-        svg="reports/{model}/figures/transfer.svg",
-    log:
-        "logs/figure_transfer/{model}.log",
-    benchmark:
-        "benchmarks/figure_transfer/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_tradeoff:
-    """Figure: bias against damage."""
-    input:
-        table="results/{model}/metrics/conditions.parquet",
-    output:
-        png=report(
-            "reports/{model}/figures/tradeoff.png",
-            caption="../report/tradeoff.rst",
-            category="Pruning",
-            subcategory="Bias against damage",
-            labels={"figure": "tradeoff", "format": "png"},
-        ),
-        svg="reports/{model}/figures/tradeoff.svg",
-    log:
-        "logs/figure_tradeoff/{model}.log",
-    benchmark:
-        "benchmarks/figure_tradeoff/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_components:
-    """Figure: where the components sit."""
-    input:
-        masks=domain_mask_files,
-        manifests=domain_manifests,
-    output:
-        png=report(
-            "reports/{model}/figures/components.png",
-            caption="../report/components.rst",
-            category="Components",
-            subcategory="Where the components sit",
-            labels={"figure": "components", "format": "png"},
-        ),
-        svg="reports/{model}/figures/components.svg",
-    log:
-        "logs/figure_components/{model}.log",
-    benchmark:
-        "benchmarks/figure_components/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_overlap:
-    """Figure: overlap across domains."""
-    input:
-        masks=domain_mask_files,
-        manifests=domain_manifests,
-    output:
-        png=report(
-            "reports/{model}/figures/overlap.png",
-            caption="../report/overlap.rst",
-            category="Components",
-            subcategory="Overlap across domains",
-            labels={"figure": "overlap", "format": "png"},
-        ),
-        svg="reports/{model}/figures/overlap.svg",
-    log:
-        "logs/figure_overlap/{model}.log",
-    benchmark:
-        "benchmarks/figure_overlap/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_units:
-    """Figure: neurons and weights against heads."""
-    input:
-        table="results/{model}/metrics/conditions.parquet",
-    output:
-        png=report(
-            "reports/{model}/figures/units.png",
-            caption="../report/units.rst",
-            category="Pruning",
-            subcategory="Neurons and weights against heads",
-            labels={"figure": "units", "format": "png"},
-        ),
-        svg="reports/{model}/figures/units.svg",
-    log:
-        "logs/figure_units/{model}.log",
-    benchmark:
-        "benchmarks/figure_units/{model}.tsv"
-    conda:
-        "../envs/model.yaml"
+    params:
+        # read by the report's caption (report/figure.rst), not by the script
+        caption=figure_caption,
     script:
         "../scripts/figure.py"
 
@@ -242,7 +107,7 @@ rule appendix:
         "../envs/model.yaml"
     params:
         config=job_params("appendix"),
-        figures=FIGURES,
+        figures=list(FIGURES),
         snakemake_version=SNAKEMAKE_VERSION,
     script:
         "../scripts/appendix.py"

@@ -1,4 +1,5 @@
-"""The figure rules (`figure_<name>`): one figure each from the metric tables, as PNG and SVG."""
+"""Rule `figure`: the figure named by the `figure` wildcard (workflow/rules/common.smk FIGURES), from the metric
+tables or the placement masks, as PNG and SVG."""
 
 import pandas as pd
 
@@ -6,7 +7,7 @@ from biasprune import figures
 from biasprune.logs import log_to
 
 with log_to(snakemake.log[0]):
-    name = snakemake.rule.removeprefix("figure_")
+    name = snakemake.wildcards.figure
     if name == "baseline":
         figure = figures.baseline(pd.read_parquet(snakemake.input.table))
     elif name == "transfer":
