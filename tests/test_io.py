@@ -109,3 +109,29 @@ def test_tensor_writer_is_read_back_by_safetensors_itself_aligned_and_leaves_not
         writer.add("fine", torch.zeros(2))
         writer.add("not storable", torch.zeros(2, dtype=torch.complex64))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_source_commit_names_the_checkout_and_whether_it_was_changed(tmp_path):
+    import subprocess
+
+    from biasprune.io import source_commit
+
+    def git(*args):
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+        return subprocess.run(
+            command, cwd=tmp_path, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    script = tmp_path / "workflow" / "script.py"
+    script.parent.mkdir()
+    script.write_text("x = 1\n")
+    assert source_commit(script) is None  # not a checkout
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    head = git("rev-parse", "HEAD")
+    assert len(head) == 40 and source_commit(script) == head
+    (tmp_path / "results.parquet").write_text("untracked output")  # results are not the code
+    assert source_commit(script) == head
+    script.write_text("x = 2\n")
+    assert source_commit(script) == f"{head}-dirty"

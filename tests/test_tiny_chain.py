@@ -302,3 +302,80 @@ def test_another_bootstrap_seed_reruns_the_condition_metrics_alone_and_moves_the
     snakemake(workdir, "--cores", "2", "results/tiny/metrics/conditions.parquet", *args)
     reseeded = pd.read_parquet(workdir / "results/tiny/metrics/conditions.parquet")
     assert not reseeded["reduction_low"].equals(tiny_run.tables["conditions"]["reduction_low"])
+
+
+def test_results_page_names_the_tables_it_was_written_from_and_their_numbers(tiny_run, tmp_path):
+    """scripts/results_at_a_glance.py on the finished tiny chain: the findings job recorded its day and the
+    commit of the library that ran (this checkout's, read here with git; `-dirty` when its tracked files
+    differ, as during development); the page names both tables by their sha256, and every
+    primary verdict, baseline gap and the wall time equal what the tables and Snakemake's logs hold, read
+    here with pandas, hashlib and a regex of their own."""
+    import hashlib
+    import re
+    import subprocess
+    import sys
+    from datetime import date
+
+    import biasprune
+    from biasprune.io import read_provenance
+
+    metrics = tiny_run.workdir / "results/tiny/metrics"
+    library = Path(biasprune.__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", library, *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    head = git("rev-parse", "HEAD").strip()
+    commit = head + ("-dirty" if git("diff", "HEAD", "--stat").strip() else "")
+    provenance = read_provenance(metrics / "findings.parquet")
+    assert provenance == {"commit": commit, "written": date.today().isoformat()}
+    out = tmp_path / "results.md"
+    script = ROOT / "scripts/results_at_a_glance.py"
+    subprocess.run([sys.executable, script, tiny_run.workdir, "--out", out], check=True, capture_output=True)
+    text = out.read_text()
+    for name in ("findings", "baseline"):
+        digest = hashlib.sha256((metrics / f"{name}.parquet").read_bytes()).hexdigest()
+        assert f"`results/tiny/metrics/{name}.parquet`, sha256 `{digest}`" in text
+    assert f"| written | {date.today().isoformat()} (the findings table) |" in text
+    assert f"| commit | `{commit}` (the checkout that wrote the findings) |" in text
+
+    def rows(section: str) -> list[list[str]]:
+        body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        table = body.split("|---", 1)[1].splitlines()[1:]  # the lines after the header's separator
+        return [[cell.strip() for cell in line.strip("|").split("|")] for line in table if line]
+
+    def number(x: float) -> str:
+        return "—" if pd.isna(x) else f"{x:+.2f}"
+
+    findings = tiny_run.tables["findings"]
+    primary = findings[findings["primary"]]
+    assert len(primary) > 0 and len(rows("Primary verdicts")) == len(primary)
+    for cells, (_, row) in zip(rows("Primary verdicts"), primary.iterrows(), strict=True):
+        expected = [str(row["claim"]), row["units"], str(row["setting"]), row["verdict"], row["contrast"]]
+        assert cells[:5] == [cell.replace("|", "/") for cell in expected]
+        assert cells[5] == number(row["estimate"])
+        if pd.isna(row["estimate"]):
+            assert cells[6] == row["evidence"].replace("|", "/")
+        elif pd.notna(row["low"]) and pd.notna(row["high"]):
+            assert cells[6] == f"[{number(row['low'])}, {number(row['high'])}]"
+    baseline = tiny_run.tables["baseline"]
+    variations = baseline[baseline["variation"].notna()]
+    lines = rows("Baseline gaps")
+    assert f"{int(variations['measurable'].sum())} of {len(variations)} variations" in text
+    assert [(c[0], c[1], c[2]) for c in lines] == [
+        (r.domain, r.variation, number(r.smd)) for r in variations.itertuples()
+    ]
+    stamps = []
+    for log in (tiny_run.workdir / ".snakemake/log").glob("*.log"):
+        found = re.findall(r"^\[([A-Z][a-z]{2} [A-Z][a-z]{2} .{2} [\d:]{8} \d{4})\]$", log.read_text(), re.M)
+        if "Finished jobid" in log.read_text() and found:
+            times = pd.to_datetime(
+                [" ".join(stamp.split()) for stamp in found], format="%a %b %d %H:%M:%S %Y"
+            )
+            stamps.append((times.max() - times.min()).total_seconds())
+    seconds = round(sum(stamps))
+    assert (
+        f"| Snakemake wall time | {seconds // 60} min {seconds % 60} s ({len(stamps)} invocation(s)" in text
+    )

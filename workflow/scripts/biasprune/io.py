@@ -90,3 +90,21 @@ def read_provenance(path: str | os.PathLike) -> dict:
 def config_hash(parameters: dict) -> str:
     """A short, stable hash of a JSON-able parameter set (provenance of masks and of a run)."""
     return hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def source_commit(path: str | os.PathLike = __file__) -> str | None:
+    """The git commit of the checkout holding `path` (this library by default), with `-dirty` when its
+    tracked files differ from it; None outside a git checkout (a copied or installed workflow)."""
+    import subprocess
+
+    folder = Path(path).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
