@@ -319,16 +319,14 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
     rng = np.random.default_rng(0)
     for index, (text, answer_range) in enumerate(cases):
         chat = chat_prompt(tokenizer, text, "$")
+        settings = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": depth,
+            "answer_range": answer_range,
+        }
         (distribution,) = exact_distributions(
-            net,
-            tokenizer,
-            [chat],
-            temperature=temperature,
-            top_p=top_p,
-            epsilon=0.005,
-            max_nodes=2000,
-            max_new_tokens=depth,
-            answer_range=answer_range,
+            net, tokenizer, [chat], epsilon=0.005, max_nodes=2000, **settings
         )
         generator = torch.Generator().manual_seed(index)
         rows = generate_tokens(net, tokenizer, [chat], draws, depth, temperature, top_p, generator).tolist()
@@ -359,19 +357,8 @@ def test_exact_agrees_with_4000_sampler_draws_on_the_embedded_model(model):
         assert abs(exact_mean - valid.mean()) <= 4 * standard_error, (text, exact_mean, valid.mean())
         # the same prompt cut to a 24-position head, the rest from 300 tail draws: nothing left unexplored,
         # and its estimated mean agrees with the draws within 4 of the two standard errors combined
-        (cut,) = exact_distributions(
-            net,
-            tokenizer,
-            [chat],
-            temperature=temperature,
-            top_p=top_p,
-            epsilon=0.0,
-            max_nodes=24,
-            max_new_tokens=depth,
-            answer_range=answer_range,
-            tail_draws=300,
-            generator=torch.Generator().manual_seed(100 + index),
-        )
+        tail = {"tail_draws": 300, "generator": torch.Generator().manual_seed(100 + index)}
+        (cut,) = exact_distributions(net, tokenizer, [chat], epsilon=0.0, max_nodes=24, **settings, **tail)
         whole = cut.estimated()
         assert cut.unexplored > 0.05 and whole.unexplored == 0
         cut_mean = sum(v * p for v, p in whole.values.items()) / whole.valid_mass
