@@ -3,6 +3,7 @@ table and verdict modules import neither torch nor matplotlib (the tables env ha
 
 import ast
 import json
+import re
 import subprocess
 import sys
 
@@ -155,3 +156,34 @@ def test_table_modules_load_neither_torch_nor_matplotlib(module):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout.splitlines()[-1]) == [], f"biasprune.{module} loads {result.stdout}"
+
+
+def contributing_layers() -> list[list[str]]:
+    """The layers of CONTRIBUTING.md's library table, lowest first: the modules each row names."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    table = text.split("| layer | modules |", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    layers = []
+    for row in rows:
+        cell = row.split("|")[2]
+        while re.search(r"\([^()]*\)", cell):  # what a module holds, in brackets, names other things
+            cell = re.sub(r"\([^()]*\)", "", cell)
+        layers.append(re.findall(r"`(\w+)`", cell))
+    return layers
+
+
+def test_contributing_lists_every_module_once_and_no_import_points_up_its_layers():
+    """The table is the library's map: every module in exactly one layer, and a module imports only modules
+    of its own layer or a lower one (an upward arrow would mean the map, or the code, is wrong)."""
+    layers = contributing_layers()
+    listed = [module for layer in layers for module in layer]
+    graph = import_graph()
+    assert sorted(listed) == sorted(set(graph) - {"__init__"}), "modules missing or listed twice"
+    rank = {module: number for number, layer in enumerate(layers) for module in layer}
+    upward = sorted(
+        f"{module} -> {imported}"
+        for module, imports in graph.items()
+        for imported in imports
+        if module in rank and rank[imported] > rank[module]
+    )
+    assert not upward, upward
