@@ -216,7 +216,7 @@ def placement_files(wildcards):
     }
 
 
-# The figures of rule `figure` in the appendix's order: per figure its inputs (a function of the job's wildcards)
+# The figures the `figure` rule draws, in the appendix's order; per figure its inputs (a function of the job's wildcards)
 # and where Snakemake's report files it (category, subcategory). Its caption, in the appendix and the report,
 # is workflow/report/<figure>.rst; workflow/scripts/figure.py draws it.
 Figure = collections.namedtuple("Figure", ["inputs", "category", "subcategory"])
