@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biasprune import comparison
-from biasprune.comparison import ModelRun, depth_bin, relative_depth
 from biasprune.findings import HOLDS, UNKNOWN
+from biasprune.report import comparison, figures
+from biasprune.report.comparison import ModelRun
+from biasprune.report.placement import depth_bin, relative_depth
 
 BINS = ["0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0"]
 
@@ -188,7 +189,7 @@ def test_the_long_tables_hold_exactly_each_models_rows_in_the_models_order(runs)
 
 def test_every_transfer_matrix_is_coloured_on_one_range_with_one_colour_bar(runs):
     table = comparison.comparison_tables(runs)["transfer"]
-    figure = comparison.transfer_figure(table)
+    figure = figures.transfer_by_model(table)
     meshes = [axis.collections[0] for axis in figure.axes if axis.collections and axis.get_title()]
     assert len(meshes) == 2  # one matrix per model
     # the lowest and highest reduction over both models: -0.6 (deep) and 0.9 (deep); small spans -0.2..0.5
@@ -202,7 +203,7 @@ def test_every_transfer_matrix_is_coloured_on_one_range_with_one_colour_bar(runs
 
 def test_the_colour_range_clips_a_reduction_below_minus_one_as_each_matrix_is_drawn(runs):
     runs["deep"] = ModelRun(**{**runs["deep"].__dict__, "transfer": transfer_rows([0.9, -3.0, 0.3, 0.2])})
-    figure = comparison.transfer_figure(comparison.comparison_tables(runs)["transfer"])
+    figure = figures.transfer_by_model(comparison.comparison_tables(runs)["transfer"])
     meshes = [axis.collections[0] for axis in figure.axes if axis.collections and axis.get_title()]
     assert all(mesh.get_clim() == pytest.approx((-1.0, 0.9)) for mesh in meshes)
     plt.close(figure)
@@ -210,7 +211,7 @@ def test_the_colour_range_clips_a_reduction_below_minus_one_as_each_matrix_is_dr
 
 def test_the_baseline_panels_share_one_y_range_over_every_models_intervals(runs):
     table = comparison.comparison_tables(runs)["baseline"]
-    figure = comparison.baseline_figure(table)
+    figure = figures.baseline_by_model(table)
     axes = figure.axes
     assert [axis.get_title() for axis in axes] == ["small", "deep"]
     # lowest interval end -1.0 (deep), highest 2.0 (deep): span 3, padded by 5% on both sides
@@ -223,8 +224,8 @@ def test_the_baseline_panels_share_one_y_range_over_every_models_intervals(runs)
 
 
 def test_the_placement_panels_share_x_on_0_1_and_one_y_with_the_pooled_shares(runs):
-    placement = comparison.comparison_tables(runs)["placement"]
-    figure = comparison.placement_figure(placement)
+    pooled = comparison.figure_tables(comparison.comparison_tables(runs))["placement"]
+    figure = figures.placement_by_depth(pooled)
     axes = figure.axes
     assert [axis.get_title() for axis in axes] == [
         "heads/name_attention\ns",
@@ -285,8 +286,9 @@ def test_the_page_puts_each_models_findings_with_their_intervals_side_by_side(ru
     png.write_bytes(b"\x89PNG\r\n\x1a\n-not-really")
     html = comparison.comparison_html(
         tables,
+        comparison.figure_tables(tables)["placement"],
         checks={model: run.check for model, run in runs.items()},
-        figures_png=[(name, png) for name in comparison.FIGURES],
+        figures_png=[(name, png) for name in figures.COMPARISON],
         provenance_rows={"run_date": "today"},
     )
     page = Page()

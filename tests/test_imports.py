@@ -15,32 +15,63 @@ PACKAGE = SCRIPTS / "biasprune"
 MAX_CHAIN = 6
 # Modules the `tables` env runs (condition_metrics, findings, the CSV bundle) or that only read tables.
 # The table and verdict modules (their rules run in the tables env) and what the Snakefile loads to plan jobs.
-TABLE_MODULES = ("metrics", "stats", "conditions", "findings", "vocabulary", "specs", "parse", "appendix")
+TABLE_MODULES = ("metrics", "stats", "conditions", "findings", "vocabulary", "specs", "parse")
+TABLE_MODULES += ("report.appendix", "report.pages", "report.tables")
 TABLE_MODULES += ("study", "jobs", "methods", "schema")
 HEAVY = ("torch", "matplotlib")
 
 
-def library_imports(source: str, modules: set[str]) -> set[str]:
+def library_imports(source: str, modules: set[str], package: str = "") -> set[str]:
     """Library modules `source` imports anywhere: at module level, inside functions, under TYPE_CHECKING;
-    relative (`from .x import`, `from . import x`) or absolute (`import biasprune.x`, `from biasprune import x`)."""
+    relative (`from .x import`, `from . import x`, `from ..x import` in a subpackage) or absolute
+    (`import biasprune.x`, `from biasprune import x`, `from biasprune.sub.x import`). `package`: the dotted
+    subpackage the importing module sits in ("" for the package itself); modules are named as dotted paths
+    below biasprune ("io", "report.pages")."""
+    here = package.split(".") if package else []
+
+    def module_of(parts: list[str]) -> str | None:  # the longest leading part of `parts` that is a module
+        for end in range(len(parts), 0, -1):
+            if (name := ".".join(parts[:end])) in modules:
+                return name
+        return None
+
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or (node.level == 0 and (node.module or "").split(".")[0] == "biasprune"):
-                path = (node.module or "").split(".")[0 if node.level else 1 :]
-                found |= {path[0]} if path and path[0] else {alias.name for alias in node.names}
+            if node.level:
+                target = here[: len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+            elif (node.module or "").split(".")[0] == "biasprune":
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            found |= {
+                hit for alias in node.names if (hit := module_of([*target, alias.name]) or module_of(target))
+            }
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                if parts[0] == "biasprune" and len(parts) > 1:
-                    found.add(parts[1])
-    return found & modules
+                if parts[0] == "biasprune" and (hit := module_of(parts[1:])):
+                    found.add(hit)
+    return found
+
+
+def module_files() -> dict[str, object]:
+    """{dotted module name below biasprune: its file} of every module of the package and its subpackages (the
+    packages' __init__ files aside: they hold a docstring only)."""
+    return {
+        ".".join(path.relative_to(PACKAGE).with_suffix("").parts): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py"
+    }
 
 
 def import_graph() -> dict[str, set[str]]:
     """{module: library modules it imports} of every module of the package."""
-    files = {path.stem: path for path in PACKAGE.glob("*.py")}
-    return {name: library_imports(path.read_text(), set(files)) - {name} for name, path in files.items()}
+    files = module_files()
+    return {
+        name: library_imports(path.read_text(), set(files), name.rpartition(".")[0]) - {name}
+        for name, path in files.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -124,9 +155,24 @@ def test_the_import_reader_sees_every_form():
     assert library_imports(source, modules) == set("abcdefghi")
 
 
+def test_the_import_reader_resolves_a_subpackage_s_relative_and_absolute_imports():
+    source = (
+        "from ..io import x\n"  # the package's io, from report/figures.py
+        "from . import pages\n"
+        "from .placement import y\n"
+        "from .. import stats\n"
+        "from biasprune.report import tables\n"
+        "import biasprune.report.appendix\n"
+    )
+    modules = {"io", "stats", "report.pages", "report.placement", "report.tables", "report.appendix", "pages"}
+    expected = {"io", "stats", "report.pages", "report.placement", "report.tables", "report.appendix"}
+    assert library_imports(source, modules, "report") == expected
+
+
 def test_the_graph_covers_every_module():
     graph = import_graph()
-    assert set(graph) == {path.stem for path in PACKAGE.glob("*.py")}
+    files = {path for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
+    assert len(graph) == len(files) and "report.figures" in graph and "io" in graph
     assert "vocabulary" in graph["conditions"] and "metrics" in graph["conditions"]
     assert graph["vocabulary"] == set() and graph["specs"] == set()
 
@@ -168,7 +214,7 @@ def contributing_layers() -> list[list[str]]:
         cell = row.split("|")[2]
         while re.search(r"\([^()]*\)", cell):  # what a module holds, in brackets, names other things
             cell = re.sub(r"\([^()]*\)", "", cell)
-        layers.append(re.findall(r"`(\w+)`", cell))
+        layers.append(re.findall(r"`([\w.]+)`", cell))
     return layers
 
 
@@ -178,7 +224,7 @@ def test_contributing_lists_every_module_once_and_no_import_points_up_its_layers
     layers = contributing_layers()
     listed = [module for layer in layers for module in layer]
     graph = import_graph()
-    assert sorted(listed) == sorted(set(graph) - {"__init__"}), "modules missing or listed twice"
+    assert sorted(listed) == sorted(graph), "modules missing or listed twice"
     rank = {module: number for number, layer in enumerate(layers) for module in layer}
     upward = sorted(
         f"{module} -> {imported}"

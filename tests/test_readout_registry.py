@@ -10,10 +10,10 @@ import yaml
 from conftest import ROOT, readout_settings
 
 from biasprune import readout_modes, readouts
-from biasprune.appendix import PAPER_GEOMETRY, limitations
 from biasprune.errors import ConfigError
 from biasprune.jobs import Jobs
 from biasprune.models import load_model
+from biasprune.report.appendix import PAPER_GEOMETRY, limitations
 from biasprune.schema import load_schema
 from biasprune.specs import Answer
 from biasprune.study import load_study

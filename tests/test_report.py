@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from biasprune.appendix import THRESHOLDS, findings_rows, html_table, origin, render, settings_rows
 from biasprune.findings import HOLDS, UNKNOWN
+from biasprune.report.appendix import THRESHOLDS, findings_rows, origin, settings_rows
+from biasprune.report.pages import html_table, render
 
 
 class Elements(HTMLParser):
@@ -162,7 +163,7 @@ def test_claim_5_and_its_in_context_counterpart_are_separate_entries_with_their_
 
 
 def test_the_limitations_describe_directions_only_when_the_run_has_them():
-    from biasprune.appendix import PAPER_GEOMETRY, limitations
+    from biasprune.report.appendix import PAPER_GEOMETRY, limitations
 
     config = {
         "model": "m",
@@ -188,7 +189,7 @@ def test_the_limitations_describe_directions_only_when_the_run_has_them():
 def test_the_overlap_figure_of_a_one_domain_study_says_there_is_no_pair_to_overlap():
     """One domain: no two domains' masks (the figure used to fail with zero panels); two units: two panels,
     each the hand-made matrix."""
-    from biasprune.figures import overlap
+    from biasprune.report.figures import overlap
 
     figure = overlap(pd.DataFrame(columns=["a", "b", "jaccard", "units"]))
     assert [text.get_text() for text in figure.axes[0].texts] == [
@@ -212,7 +213,7 @@ def test_jaccard_pools_every_key_and_reads_each_key_of_each_mask_once():
     once per mask, not once per pair."""
     from collections import Counter
 
-    from biasprune.figures import jaccard
+    from biasprune.report.placement import jaccard
 
     reads = Counter()
 
@@ -230,3 +231,122 @@ def test_jaccard_pools_every_key_and_reads_each_key_of_each_mask_once():
     assert table["a", "a"] == table["b", "b"] == 1.0
     assert table["a", "empty"] == 0.0 and np.isnan(table["empty", "empty"])
     assert set(reads.values()) == {1} and len(reads) == 6
+
+
+def test_placement_reads_the_manifests_counts_and_they_are_the_masks_own_sums(tmp_path):
+    """Placement is computed once, from the counts the manifest stored: the appendix's per-layer counts and the
+    comparison's depth bins of a real mask file equal the decoded masks' sums, summed here with torch, and
+    binned by hand (2 layers: layer 0 sits at 0.25, bin 0.2-0.4; layer 1 at 0.75, bin 0.6-0.8)."""
+    from conftest import write_masks
+
+    from biasprune.maskfile import load_masks
+    from biasprune.report.placement import depth_table, mask_placement
+
+    rng = np.random.default_rng(3)
+    scores = {
+        domain: pd.DataFrame(
+            [
+                (v, layer, "mlp.hook_post", "", "smd_effect", rng.normal(size=50))
+                for v in ("v1", "v2")
+                for layer in (0, 1)
+            ],
+            columns=["variation", "layer", "target", "group", "statistic", "values"],
+        )
+        for domain in ("d", "e")
+    }
+    baseline = pd.DataFrame(
+        {
+            "domain": ["d", "d", "e", "e"],
+            "variation": ["v1", "v2", "v1", "v2"],
+            "level": "variation",
+            "smd": [0.5, 0.4, -0.3, -0.6],
+        }
+    )
+    path = tmp_path / "neurons.safetensors"
+    parameters = {"fraction": [0.1, 0.3], "random_seeds": 1}
+    write_masks(path, "neurons", "attribution", "domain", scores, parameters, ("White", "Black"), baseline)
+    manifest, masks = load_masks(path)
+    sums = {
+        (condition, setting, key): int(masks[condition, setting][key].sum())
+        for condition in ("d", "e")
+        for setting in ("fraction=0.1", "fraction=0.3")
+        for key in ("0", "1")
+    }
+    assert len(set(sums.values())) > 1  # the masks differ by layer, so a mix-up of keys would show
+    per_layer, heads, _ = mask_placement([path])
+    assert per_layer.to_dict("records") == [
+        {
+            "units": "neurons/attribution",
+            "layer": int(key),
+            "part": "neurons",
+            "count": sums[c, "fraction=0.1", key],
+        }
+        for c in ("d", "e")
+        for key in ("0", "1")
+    ]
+    assert heads.empty
+    depths = depth_table({"m": (2, [manifest])}).set_index(["condition", "setting", "bin"])["count"]
+    for condition in ("d", "e"):
+        for setting in ("fraction=0.1", "fraction=0.3"):
+            assert [
+                depths[condition, setting, b] for b in ("0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0")
+            ] == [
+                0,
+                sums[condition, setting, "0"],
+                0,
+                sums[condition, setting, "1"],
+                0,
+            ]
+
+
+def test_a_figure_redrawn_from_the_same_table_is_the_same_svg_and_png_byte_for_byte(tmp_path):
+    """matplotlib names an SVG's clip paths, markers and images at random unless svg.hashsalt is set, so two
+    runs of one study gave different SVG files from identical tables (seen comparing two tiny-chain runs)."""
+    from biasprune.report import figures
+
+    table = pd.DataFrame(
+        {
+            "domain": ["car", "car", "job"],
+            "variation": ["a", "b", "x"],
+            "level": "variation",
+            "smd": [0.3, -0.1, 0.2],
+            "smd_low": [0.1, -0.4, -0.1],
+            "smd_high": [0.5, 0.2, 0.5],
+            "group_ref": "White",
+            "group_focal": "Black",
+        }
+    )
+    files = []
+    for run in ("first", "second"):
+        png, svg = tmp_path / f"{run}.png", tmp_path / f"{run}.svg"
+        figures.save(figures.baseline(table), png, svg)
+        files.append((png.read_bytes(), svg.read_bytes()))
+    assert b"clip-path" in files[0][1]  # the SVG has the ids that used to be random
+    assert files[0] == files[1]
+
+
+def test_every_figure_is_registered_once_for_snakemake_and_once_for_drawing_with_its_caption():
+    """A figure's touch points, counted: the appendix's figures are the keys of common.smk's FIGURES (the
+    `figure` rule's wildcard, inputs and report category) and of report.figures.APPENDIX (what the job reads
+    and draws), each with its caption workflow/report/<name>.rst; the comparison's are report.figures.COMPARISON,
+    each with its caption comparison_<name>.rst and a PNG and an SVG output of the `comparison` rule."""
+    import re
+
+    from conftest import ROOT
+
+    from biasprune.report import figures
+
+    rules = ROOT / "workflow/rules"
+    common = (rules / "common.smk").read_text()
+    block = common.split("FIGURES = {", 1)[1].split("\n}\n", 1)[0]
+    snakemake_figures = re.findall(r'^    "(\w+)": Figure\(', block, re.M)
+    assert sorted(snakemake_figures) == sorted(figures.APPENDIX)
+    assert {reads for reads, _ in figures.APPENDIX.values()} == {"table", "masks"}
+    captions = ROOT / "workflow/report"
+    assert all((captions / f"{name}.rst").is_file() for name in snakemake_figures)
+    comparison_rule = (
+        (rules / "report.smk").read_text().split("rule comparison:", 1)[1].split("\nrule ", 1)[0]
+    )
+    outputs = re.findall(r"^        (\w+)_(png|svg)=", comparison_rule, re.M)
+    assert sorted(outputs) == sorted((name, kind) for name in figures.COMPARISON for kind in ("png", "svg"))
+    assert all((captions / f"comparison_{name}.rst").is_file() for name in figures.COMPARISON)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasprune.appendix import appendix_html
 from biasprune.io import atomic_path
 from biasprune.logs import log_to
+from biasprune.report.appendix import appendix_html
 
 with log_to(snakemake.log[0]):
     html = appendix_html(

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from biasprune import comparison, figures
 from biasprune.io import atomic_path
 from biasprune.logs import log_to
+from biasprune.report import comparison, figures
 
 with log_to(snakemake.log[0]):
     models = snakemake.params.comparison["models"]
@@ -31,12 +31,9 @@ with log_to(snakemake.log[0]):
     for name, table in tables.items():
         with atomic_path(snakemake.output[name]) as tmp:
             table.to_csv(tmp, index=False)
-    for name in comparison.FIGURES:
-        figures.save(
-            comparison.DRAW[name](tables[name]),
-            snakemake.output[f"{name}_png"],
-            snakemake.output[f"{name}_svg"],
-        )
+    drawn = comparison.figure_tables(tables)
+    for name, draw in figures.COMPARISON.items():
+        figures.save(draw(drawn[name]), snakemake.output[f"{name}_png"], snakemake.output[f"{name}_svg"])
     inputs = {
         f"{model}/{Path(path).name}": path
         for i, model in enumerate(models)
@@ -44,8 +41,9 @@ with log_to(snakemake.log[0]):
     }
     html = comparison.comparison_html(
         tables,
+        drawn["placement"],
         checks={model: run.check for model, run in runs.items()},
-        figures_png=[(name, snakemake.output[f"{name}_png"]) for name in comparison.FIGURES],
+        figures_png=[(name, snakemake.output[f"{name}_png"]) for name in figures.COMPARISON],
         provenance_rows=comparison.provenance(inputs, snakemake.params.snakemake_version),
     )
     with atomic_path(snakemake.output.html) as tmp:

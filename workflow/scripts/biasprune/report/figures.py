@@ -1,10 +1,12 @@
-"""The appendix figures, drawn from the metric tables (seaborn/matplotlib, colour-blind palette), each saved
-as PNG and SVG. Pure plotting: every number shown comes from the tables passed in."""
+"""Every figure of the report, drawn from the tables passed in (seaborn/matplotlib, colour-blind palette), each
+saved as PNG and SVG: the appendix's (APPENDIX: the `figure` rule's wildcard, workflow/rules/common.smk
+FIGURES) and the comparison's (COMPARISON: several models on one scale). Pure plotting: every number shown
+comes from the tables passed in; the caption of each is workflow/report/<name>.rst (the comparison's
+comparison_<name>.rst)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -14,13 +16,17 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .conditions import levels_table
-from .io import atomic_path
-from .vocabulary import IN_CONTEXT, LEVELS, MATCHED, RANDOM, units_label
+from ..conditions import levels_table
+from ..io import atomic_path
+from ..vocabulary import IN_CONTEXT, LEVELS, MATCHED, RANDOM, units_label
+from .placement import DEPTH_BINS
 
 PALETTE = "colorblind"
 
 sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font_scale=1.1)
+# SVG element ids (clip paths, markers, images) from a fixed salt, not at random: a figure redrawn from the same
+# table is the same file, byte for byte.
+matplotlib.rcParams["svg.hashsalt"] = "biasprune"
 
 
 def save(figure, png: str | os.PathLike, svg: str | os.PathLike) -> None:
@@ -37,11 +43,16 @@ def save(figure, png: str | os.PathLike, svg: str | os.PathLike) -> None:
     plt.close(figure)
 
 
+def colours(keys) -> dict:
+    """One colour of the palette per key, in the keys' order (the same key, the same colour in every panel)."""
+    return dict(zip(keys, sns.color_palette(PALETTE), strict=False))
+
+
 def baseline(table: pd.DataFrame):
     """SMD per variation with its 95% CI, grouped by domain; zero marked."""
     rows = table[table["level"] == "variation"].reset_index(drop=True)
     figure, axis = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
-    colours = dict(zip(rows["domain"].unique(), sns.color_palette(PALETTE), strict=False))
+    colour = colours(rows["domain"].unique())
     labels = [f"{d}: {v}" for d, v in zip(rows["domain"], rows["variation"], strict=True)]
     for y, row in rows.iterrows():
         axis.errorbar(
@@ -49,7 +60,7 @@ def baseline(table: pd.DataFrame):
             y,
             xerr=[[row["smd"] - row["smd_low"]], [row["smd_high"] - row["smd"]]],
             fmt="o",
-            color=colours[row["domain"]],
+            color=colour[row["domain"]],
             capsize=3,
         )
     axis.axvline(0, color="black", lw=1)
@@ -74,7 +85,7 @@ def before_after(conditions: pd.DataFrame):
     control = reference_control(rows)
     units = sorted(rows["units"].unique())
     figure, axes = plt.subplots(1, len(units), figsize=(4.2 * len(units), 4), sharey=True, squeeze=False)
-    colours = sns.color_palette(PALETTE)
+    palette = sns.color_palette(PALETTE)
     for axis, unit in zip(axes[0], units, strict=True):
         part = rows[rows["units"] == unit]
         order = [name for name in LEVELS if name in set(part["generalisation"])]
@@ -82,9 +93,9 @@ def before_after(conditions: pd.DataFrame):
         for offset, (column, label, colour) in zip(
             (-0.22, 0.0, 0.22),
             (
-                ("base_abs_smd", "unpruned", colours[7]),
-                ("abs_smd", "pruned", colours[0]),
-                (f"{control}_abs_smd_mean", f"{control} control", colours[1]),
+                ("base_abs_smd", "unpruned", palette[7]),
+                ("abs_smd", "pruned", palette[0]),
+                (f"{control}_abs_smd_mean", f"{control} control", palette[1]),
             ),
             strict=True,
         ):
@@ -233,10 +244,10 @@ def units_by_level(conditions: pd.DataFrame):
     summary["order"] = summary["generalisation"].map(LEVELS.index)
     summary = summary.sort_values("order")
     figure, axis = plt.subplots(figsize=(7, 4))
-    colours = dict(zip(sorted(summary["units"].unique()), sns.color_palette(PALETTE), strict=False))
+    colour = colours(sorted(summary["units"].unique()))
     for unit, part in summary.groupby("units"):
-        axis.plot(part["order"], part["reduction"], "o-", color=colours[unit], label=unit)
-        axis.plot(part["order"], part[control], "x--", color=colours[unit], alpha=0.6)
+        axis.plot(part["order"], part["reduction"], "o-", color=colour[unit], label=unit)
+        axis.plot(part["order"], part[control], "x--", color=colour[unit], alpha=0.6)
     axis.axhline(0, color="black", lw=0.8)
     axis.set_xticks(range(len(LEVELS)), LEVELS, rotation=25, ha="right")
     axis.set_ylabel(f"mean relative reduction of |SMD|\n(dashed: {control.split('_')[0]} controls)")
@@ -244,67 +255,140 @@ def units_by_level(conditions: pd.DataFrame):
     return figure
 
 
-def jaccard(masks: Sequence[tuple[str, Mapping]]) -> pd.DataFrame:
-    """Pairwise Jaccard overlap of boolean masks ({key: bool tensor}), as long rows a, b, jaccard. Key by key:
-    each mask's key is read (a lazy mask decodes it) once, whatever the number of masks."""
-    inter, union = np.zeros((len(masks), len(masks))), np.zeros((len(masks), len(masks)))
-    for key in masks[0][1]:
-        values = [mask[key] for _, mask in masks]
-        for i, first in enumerate(values):
-            for j, second in enumerate(values):
-                inter[i, j] += int((first & second).sum())
-                union[i, j] += int((first | second).sum())
-    return pd.DataFrame(
-        [
-            {"a": a, "b": b, "jaccard": inter[i, j] / union[i, j] if union[i, j] else np.nan}
-            for i, (a, _) in enumerate(masks)
-            for j, (b, _) in enumerate(masks)
-        ]
+# -- several models on one scale (the comparison) ---------------------------------------------------------
+
+
+def shared_limits(values, pad: float = 0.05) -> tuple[float, float]:
+    """An axis range holding every finite value and 0, widened by `pad` of its span on both sides."""
+    values = np.asarray(values, dtype=float)
+    values = np.append(values[np.isfinite(values)], 0.0)
+    low, high = float(values.min()), float(values.max())
+    span = high - low or 1.0
+    return low - pad * span, high + pad * span
+
+
+def colour_range(transfer: pd.DataFrame) -> tuple[float, float]:
+    """The one colour scale of every model's transfer matrices: the lowest and highest reduction over all of
+    them, clipped to [-1, 1] as each matrix is drawn ([-1, 1] where no cell has one)."""
+    values = transfer["reduction"].clip(-1, 1).to_numpy(float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return -1.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    return (low - 0.5, high + 0.5) if low == high else (low, high)
+
+
+def baseline_by_model(baseline: pd.DataFrame):
+    """Signed SMD per variation with its interval, one panel per model on one shared y axis, coloured by
+    domain (the same colours in every panel)."""
+    rows = baseline[baseline["level"] == "variation"]
+    models = list(dict.fromkeys(rows["model"]))
+    domains = list(dict.fromkeys(rows["domain"]))
+    colour = colours(domains)
+    width = max(3.0, 0.45 * rows.groupby("model").size().max() + 1.2)
+    figure, axes = plt.subplots(
+        1, len(models), figsize=(width * len(models), 4.2), sharey=True, squeeze=False
     )
+    limits = shared_limits(rows[["smd", "smd_low", "smd_high"]].to_numpy(float))
+    for axis, model in zip(axes[0], models, strict=True):
+        part = rows[rows["model"] == model].reset_index(drop=True)
+        for x, row in part.iterrows():
+            axis.plot([x, x], [row["smd_low"], row["smd_high"]], color=colour[row["domain"]], lw=1.5)
+            axis.plot(x, row["smd"], "o", color=colour[row["domain"]])
+        axis.axhline(0, color="black", lw=1)
+        labels = [f"{d}: {v}" for d, v in zip(part["domain"], part["variation"], strict=True)]
+        axis.set_xticks(range(len(part)), labels, rotation=35, ha="right", fontsize=7)
+        axis.set_xlim(-0.6, len(part) - 0.4)
+        axis.set_ylim(*limits)
+        axis.set_title(model)
+    reference, focal = rows["group_ref"].iloc[0], rows["group_focal"].iloc[0]
+    axes[0][0].set_ylabel(f"SMD ({reference} - {focal}) / pooled SD\n95% CI over names")
+    return figure
 
 
-def layer_part(key: str) -> tuple[int, str]:
-    """The layer a mask key names and the part of it: "3" (a unit's layer, or the residual layer a direction
-    edit acts on) is (3, ""), "3.q_proj" (a layer's matrix) is (3, "q_proj"). How every placement reads where
-    a component sits: the figures here and the comparison's relative depths."""
-    layer, _, part = key.partition(".")
-    return int(layer), part
-
-
-def placement(files: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """From `domain`-scope mask files: components per layer (and matrix), heads per (layer, head), and the
-    Jaccard overlap of the domains' masks; the first setting of each file."""
-    from .maskfile import load_masks
-
-    per_layer, heads, overlaps = [], [], []
-    for path in files:
-        manifest, masks = load_masks(path)
-        unit, units, setting = (
-            manifest["unit"],
-            units_label(manifest["unit"], manifest["method"]),
-            manifest["settings"][0],
+def transfer_by_model(transfer: pd.DataFrame):
+    """Each model's transfer matrices (columns: models; rows: unit, method and setting), every one coloured on
+    the same range (colour_range) with one colour bar."""
+    table = transfer.assign(
+        panel=units_label(transfer["unit"], transfer["method"]) + "\n" + transfer["setting"]
+    )
+    models = list(dict.fromkeys(table["model"]))
+    panels = sorted(table["panel"].unique())
+    vmin, vmax = colour_range(table)
+    height = 0.5 * table["selection"].nunique() + 1.6
+    figure, axes = plt.subplots(
+        len(panels),
+        len(models),
+        figsize=(6.5 * len(models) + 1, height * len(panels)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    drawn = []
+    for row, panel in zip(axes, panels, strict=True):
+        for axis, model in zip(row, models, strict=True):
+            part = table[(table["model"] == model) & (table["panel"] == panel)]
+            if part.empty:
+                axis.set_axis_off()
+                axis.set_title(f"{model}: not run\n{panel}", fontsize=8)
+                continue
+            transfer_panel(axis, part, vmin=vmin, vmax=vmax, cbar=False)
+            axis.set_title(f"{model}\n{panel}", fontsize=9)
+            drawn.append(axis)
+    if drawn:
+        figure.colorbar(
+            drawn[0].collections[0], ax=axes.ravel().tolist(), label="relative reduction of |SMD|"
         )
-        chosen = [(condition, masks[condition, setting]) for condition in manifest["conditions"]]
-        for _, mask in chosen:
-            for key, value in mask.items():
-                layer, part = layer_part(key)
-                per_layer.append(
-                    {"units": units, "layer": layer, "part": part or unit, "count": int(value.sum())}
-                )
-                if unit == "heads":
-                    heads += [
-                        {"units": units, "layer": layer, "head": head, "count": int(flag)}
-                        for head, flag in enumerate(value.tolist())
-                    ]
-        if len(chosen) > 1:
-            overlaps.append(jaccard(chosen).assign(units=units))
-    overlap_table = (
-        pd.concat(overlaps, ignore_index=True)
-        if overlaps
-        else pd.DataFrame(columns=["a", "b", "jaccard", "units"])
+    return figure
+
+
+def placement_by_depth(pooled: pd.DataFrame):
+    """Share of the selected components per relative-depth bin (pooled over the scope's masks:
+    placement.pooled_depths), one panel per unit, method and setting, one bar per model; x on [0, 1] and y
+    shared by every panel."""
+    pooled = pooled.assign(panel=pooled["units"] + "\n" + pooled["setting"])
+    models = list(dict.fromkeys(pooled["model"]))
+    panels = list(dict.fromkeys(pooled["panel"]))
+    colour = colours(models)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 3.8), sharex=True, sharey=True, squeeze=False
     )
-    return (
-        pd.DataFrame(per_layer),
-        pd.DataFrame(heads, columns=["units", "layer", "head", "count"]),
-        overlap_table,
-    )
+    shares = pooled["share"].to_numpy(float)
+    top = float(np.nanmax(shares)) if np.isfinite(shares).any() else 1.0
+    for axis, panel in zip(axes[0], panels, strict=True):
+        part = pooled[pooled["panel"] == panel]
+        for index, model in enumerate(models):
+            own = part[part["model"] == model]
+            if own.empty:  # the model's run has no such masks
+                continue
+            width = (own["depth_high"] - own["depth_low"]) / (len(models) + 1)
+            axis.bar(
+                own["depth_low"] + width * (index + 1),
+                own["share"].fillna(0),
+                width=width,
+                color=colour[model],
+                label=model,
+            )
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, top * 1.05)
+        axis.set_xticks(np.linspace(0, 1, DEPTH_BINS + 1))
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel("relative depth (0: input, 1: output)")
+    axes[0][0].set_ylabel("share of the selected components")
+    axes[0][-1].legend(fontsize=7)
+    return figure
+
+
+# -- the registries ------------------------------------------------------------------------------------------
+# The appendix's figures by name: (what the job reads: its `table`, or the `masks` whose placement.mask_placement
+# (per layer, heads, overlap) it draws; the drawing).
+APPENDIX = {
+    "baseline": ("table", baseline),
+    "transfer": ("table", transfer),
+    "before_after": ("table", before_after),
+    "tradeoff": ("table", tradeoff),
+    "units": ("table", units_by_level),
+    "components": ("masks", lambda placed: components(placed[0], placed[1])),
+    "overlap": ("masks", lambda placed: overlap(placed[2])),
+}
+# The comparison's figures, in the page's order, by the comparison table each draws.
+COMPARISON = {"baseline": baseline_by_model, "transfer": transfer_by_model, "placement": placement_by_depth}

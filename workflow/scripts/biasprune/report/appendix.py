@@ -3,91 +3,24 @@ run's Parquet files, findings computed from them, provenance of every input."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
-import jinja2
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .evidence import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
-from .io import config_hash, sha256_file
-from .readout_modes import answer_prefix
-from .readout_modes import readout as readout_mode
-from .vocabulary import PRUNED
-from .weighting import MASSES
+from ..evidence import ANOMALY_MARGIN, FAILS, HOLDS, UNKNOWN
+from ..io import config_hash, sha256_file
+from ..readout_modes import answer_prefix
+from ..readout_modes import readout as readout_mode
+from ..vocabulary import PRUNED
+from .pages import render, shown_figures, stamped
+from .tables import APPENDIX
 
-REPORT = Path(__file__).resolve().parents[2] / "report"
-TEMPLATE = REPORT / "appendix.html.j2"
 # The paper's model, Llama-3-8B-Instruct, by its geometry: any other is a stand-in for it.
 PAPER_GEOMETRY = {"n_layers": 32, "d_mlp": 14336}
-# The appendix's tables: (name, title, caption, columns shown).
-TABLES = (
-    (
-        "baseline",
-        "Baseline bias",
-        "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates, and the "
-        "readout's own masses (mean per prompt: the expected readout's grid coverage, the exact readout's invalid "
-        "and unexplored mass).",
-        [
-            "domain",
-            "variation",
-            "level",
-            "mean_ref",
-            "mean_focal",
-            "smd",
-            "smd_low",
-            "smd_high",
-            "measurable",
-            "abs_smd",
-            "abs_smd_p",
-            "mwu_p",
-            "invalid_rate_ref",
-            "invalid_rate_focal",
-            *MASSES,
-        ],
-    ),
-    (
-        "transfer",
-        "Transfer matrix",
-        "Per selection and evaluated domain: signed SMD with its 95% CI, relative reduction of |SMD| with its "
-        "paired CI, the absolute change of |SMD|, each control's mean reduction, and the readout's masses under "
-        "the mask (empty masks are marked, their numbers left blank).",
-        [
-            "unit",
-            "method",
-            "setting",
-            "selection",
-            "evaluated",
-            "in_sample",
-            "vacuous",
-            "n_pruned",
-            "share_pruned",
-            "base_smd",
-            "smd",
-            "smd_low",
-            "smd_high",
-            "abs_change",
-            "reduction",
-            "reduction_low",
-            "reduction_high",
-            "random_reduction_mean",
-            "matched_reduction_mean",
-            "generic_reduction_mean",
-            "kl",
-            "invalid_rate",
-            *MASSES,
-        ],
-    ),
-)
-TABLE_COLUMNS = {name: columns for name, _, _, columns in TABLES}
-# The table and plotting libraries of the report jobs' env, whose versions every page's provenance names.
-REPORT_LIBRARIES = ("pandas", "numpy", "matplotlib", "seaborn", "jinja2")
 VERDICT_CSS = {HOLDS: "holds", FAILS: "fails", UNKNOWN: "unknown"}
 MEANING = {
     HOLDS: "every contrast of the claim has an interval that excludes 0 in the claimed direction",
@@ -99,58 +32,6 @@ MEANING = {
     "sweep's later setting, claim 5 in context, the matched-control specificity row); its p is Holm-corrected "
     "over every secondary row",
 }
-
-
-def caption(path: str | Path) -> tuple[str, str]:
-    """(title, text) of a caption file (reStructuredText, shared with the Snakemake report): its first line
-    is the title, the rest the caption."""
-    lines = Path(path).read_text().replace("\\|", "|").strip().splitlines()  # RST escapes a bar
-    return lines[0].strip().rstrip("."), " ".join(line.strip() for line in lines[1:] if line.strip())
-
-
-def embed(png: str | Path) -> str:
-    return base64.b64encode(Path(png).read_bytes()).decode("ascii")
-
-
-def shown_figures(figures: Iterable[tuple[str, str | Path]], prefix: str = "") -> list[dict]:
-    """(name, PNG) pairs as a page shows them: the caption of report/<prefix><name>.rst, the PNG embedded."""
-    shown = []
-    for name, png in figures:
-        title, text = caption(REPORT / f"{prefix}{name}.rst")
-        shown.append({"name": name, "title": title, "caption": text, "data": embed(png)})
-    return shown
-
-
-def cell(value) -> dict:
-    """A table cell as text; numbers rounded for reading, flagged for right alignment."""
-    if isinstance(value, bool) or value is None:
-        return {"text": "" if value is None else str(value), "num": False}
-    if isinstance(value, float):
-        return {"text": "" if math.isnan(value) else f"{value:.3g}", "num": True}
-    if isinstance(value, int):
-        return {"text": str(value), "num": True}
-    return {"text": str(value), "num": False}
-
-
-def html_table(
-    name: str, title: str, text: str, frame: pd.DataFrame, columns: Sequence[str] | None = None
-) -> dict:
-    """A table as the page shows it: `columns` of `frame` (by default all of them, in its order) that it has;
-    a readout mass the readout does not have (all empty) is left out."""
-    shown = frame.columns if columns is None else columns
-    columns = [c for c in shown if c in frame and not (c in MASSES and frame[c].isna().all())]
-    rows = [[cell(value) for value in row] for row in frame[columns].astype(object).itertuples(index=False)]
-    return {"name": name, "title": title, "caption": text, "columns": columns, "rows": rows}
-
-
-def render(context: dict, template: Path = TEMPLATE) -> str:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(template.parent),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template(template.name).render(**context)
 
 
 def findings_rows(table: pd.DataFrame) -> list[dict]:
@@ -307,17 +188,6 @@ def origin(about: str | None, source: dict) -> str:
     return (f"{about.strip()} " if about else "") + f"Its weights were {where}."
 
 
-def stamped(inputs: Mapping[str, str], snakemake_version: str) -> dict:
-    """A page's provenance: the run date, then `inputs` (what it was made from), then the versions of the
-    report libraries (this job's env) and of Snakemake."""
-    return {
-        "run_date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **inputs,
-        **{f"version/{name}": version(name) for name in REPORT_LIBRARIES},
-        "version/snakemake": snakemake_version,
-    }
-
-
 def provenance(
     config: dict, check: dict, source: dict, prompt_files: Sequence[str | Path], snakemake_version: str
 ) -> dict:
@@ -367,9 +237,7 @@ def appendix_html(
                 {key: config[key] for key in ("scoring", "masks", "evaluate", "activations", "metrics")}
             ),
             "figures": shown,
-            "tables": [
-                html_table(name, title, text, tables[name], columns) for name, title, text, columns in TABLES
-            ],
+            "tables": [table.shown(tables[table.name]) for table in APPENDIX],
             "findings": findings_rows(tables["findings"]),
             "thresholds": THRESHOLDS,
             "limitations": limitations(config, check, tables["conditions"]),
