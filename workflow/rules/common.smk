@@ -17,7 +17,7 @@ from biasprune.jobs import Jobs
 from biasprune.methods import UNITS, method_names
 from biasprune.methods import method as registry_method
 from biasprune.study import load_study
-from biasprune.vocabulary import DOMAIN, SCOPES
+from biasprune.vocabulary import DOMAIN, scope_names
 
 CONFIG_FILE = ", ".join(map(str, workflow.configfiles)) or "config"
 
@@ -36,7 +36,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, STUDY.models)),
     unit="|".join(UNITS),
     method="|".join(method_names()),
-    scope="|".join(SCOPES),
+    scope="|".join(scope_names()),
 
 
 def get_final_output():

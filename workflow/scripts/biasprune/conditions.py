@@ -33,10 +33,10 @@ from .vocabulary import (
     BASE,
     CONTROLS,
     PRUNED,
-    WITHIN,
     Condition,
     generalisation,
     units_label,
+    within,
 )
 from .weighting import MASSES, name_summaries
 
@@ -82,7 +82,7 @@ def evaluated_table(
     `evaluated` and `base` carry the prompt labels (domain, variation, name, race)."""
     scope, domain = evaluated["scope"].iloc[0], base["domain"].iloc[0]
     frames = [evaluated]
-    if scope in WITHIN:
+    if within(scope):
         frames.append(_pooled(evaluated, scope, domain))
     rows = []
     by = [*KEYS, "control", "seed", "in_sample"]
@@ -107,12 +107,12 @@ def evaluated_table(
 
 def _pooled_damage(damage: pd.DataFrame) -> pd.DataFrame:
     """KL of a pooled within-domain condition: the mean over the masks it pools."""
-    within = damage[damage["scope"].isin(WITHIN)].copy()
-    within["condition"] = [
+    within_rows = damage[damage["scope"].map(within).astype(bool)].copy()
+    within_rows["condition"] = [
         Condition.parse(c, s).pool().format()
-        for s, c in zip(within["scope"], within["condition"], strict=True)
+        for s, c in zip(within_rows["scope"], within_rows["condition"], strict=True)
     ]
-    return within.groupby([*KEYS, "control", "seed"], as_index=False)["kl"].mean()
+    return within_rows.groupby([*KEYS, "control", "seed"], as_index=False)["kl"].mean()
 
 
 def _with_control_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +188,7 @@ def pooled(frame: pd.DataFrame) -> pd.Series:
     """Whether each row's condition is a pooled within-domain one (`{d}/*`, `{d}/-*`)."""
     return pd.Series(
         [
-            Condition.parse(c, s).pooled if s in WITHIN else False
+            Condition.parse(c, s).pooled if within(s) else False
             for s, c in zip(frame["scope"], frame["condition"], strict=True)
         ],
         index=frame.index,
@@ -200,7 +200,7 @@ def whole_masks(frame: pd.DataFrame) -> pd.Series:
     """Whether each row's condition is one mask's own row: pooled within-domain conditions stand for their
     scope's masks of the domain, every other scope's conditions are masks themselves (so a new scope enters
     the transfer table and the levels without being named here)."""
-    return pooled(frame) | ~frame["scope"].isin(WITHIN)
+    return pooled(frame) | ~frame["scope"].map(within).astype(bool)
 
 
 def transfer_table(conditions: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Evaluating masks: which conditions a job reads on which prompts, and their random controls.
 
 A mask file holds every condition of one (unit, method, scope); rule `evaluate` reads one domain's prompts
-under each condition that is evaluated there:
+under each condition that is evaluated there, as its scope's registry entry says (`Scope.targets`):
 - `variation` `{d}/{v}` and `loo` `{d}/-{v}`: on variation v of d only (in-sample for `variation`, held out
   for `loo`);
 - `domain` `{d}`: on every domain (in-sample on d itself: the paper's within-context result; the rest are
@@ -28,7 +28,7 @@ from .directions import Edit, edit_of, edited, name_tokens
 from .folds import ALL_NAMES, evaluation_folds, fold_conditions, fold_key
 from .readouts import ANSWER_SCHEMA, read_answers
 from .selection import random_like, random_seed
-from .vocabulary import CROSS, GENERIC, MATCHED, PRUNED, RANDOM, WITHIN, Condition
+from .vocabulary import GENERIC, MATCHED, PRUNED, RANDOM, Condition, scope_entry
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,8 @@ class Evaluation:
 
 
 def _targets(condition: str, scope: str, domain: str, variations: Sequence[str], cross_in_sample: bool):
-    """The variations of `domain` a condition is evaluated on ((), if none)."""
-    parsed = Condition.parse(condition, scope)
-    if scope in WITHIN:
-        return (parsed.variation,) if parsed.domain == domain else ()
-    if scope == CROSS and parsed.domain != domain and not cross_in_sample:
-        return ()
-    return tuple(variations)
+    """The variations of `domain` a condition is evaluated on ((), if none), as its scope's entry says."""
+    return scope_entry(scope).targets(Condition.parse(condition, scope), domain, variations, cross_in_sample)
 
 
 def controls(manifest: dict, condition: str, setting: str, fold: str = ALL_NAMES) -> list[tuple[str, int]]:

@@ -14,7 +14,7 @@ from .methods import method as registry_method
 from .prompts import table_names
 from .readout_modes import answer_prefix, readout
 from .study import MODEL_RUNTIME_KEYS, Study
-from .vocabulary import CROSS, VARIATION
+from .vocabulary import scope_entry
 
 
 class Jobs:
@@ -128,13 +128,13 @@ class Jobs:
     # Masks and evaluation ------------------------------------------------------------------------------
     def masks(self, unit: str, scope: str, **_) -> dict:
         """The `masks` settings one unit's masks of one scope read: its own section (without the rule that
-        combines variations at the `variation` scope, which has one) and its controls (none at scopes outside
-        `random_scopes`)."""
+        combines variations at a scope whose registry entry combines none) and its controls (none at scopes
+        outside `random_scopes`)."""
         masks = self.config["masks"]
         controlled = scope in masks["random_scopes"]
         # An empty option selects nothing: left out, so adding one to the schema reruns no masks.
         section = {key: value for key, value in masks[unit].items() if value != []}
-        if scope == VARIATION:
+        if not scope_entry(scope).combines:
             section.pop("common", None)
         return {
             **section,
@@ -155,7 +155,7 @@ class Jobs:
         settings = self.config["evaluate"]
         return {
             **({"head_ablation": settings["head_ablation"]} if unit == "heads" else {}),
-            **({"cross_in_sample": settings["cross_in_sample"]} if scope == CROSS else {}),
+            **{key: settings[key] for key in scope_entry(scope).evaluate_keys},
         }
 
     def evaluated_sets(self, **_) -> list[dict]:

@@ -49,7 +49,7 @@ from .selection import (
     top_like,
     wanda_set_difference,
 )
-from .vocabulary import K, Setting, scope_selections, settings
+from .vocabulary import K, Setting, scope_entry, scope_selections, settings
 
 
 def _vectors(scores: pd.DataFrame, statistic: str, group: str = "") -> dict[str, dict[str, torch.Tensor]]:
@@ -289,7 +289,7 @@ def build_masks(
         "unit": unit,
         "method": method,
         "scope": scope,
-        "common": rule if scope != "variation" else "single",
+        "common": rule if scope_entry(scope).combines else "single",
         "groups": list(groups),
         "settings": settings(unit, parameters),
         "random_seeds": list(range(parameters["random_seeds"])),

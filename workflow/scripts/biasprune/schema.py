@@ -12,6 +12,7 @@ import yaml
 from . import readout_modes
 from .errors import ConfigError, did_you_mean, raise_all
 from .methods import EXPORTABLE_UNITS, UNITS, method_names
+from .vocabulary import scope_names
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -27,15 +28,22 @@ def load_schema(name: str) -> dict:
 
 def _registry_choices(schema: dict) -> None:
     """The choices of units and scoring methods come from the method registry (methods.METHODS), those of
-    readouts from the readout registry (readout_modes.READOUTS)."""
+    readouts from the readout registry (readout_modes.READOUTS), the scopes (`masks.scopes` and
+    `masks.random_scopes`, both every one by default, and `export.scope`) from the scope registry
+    (vocabulary.SCOPE_REGISTRY)."""
     names = [entry.name for entry in readout_modes.READOUTS]
     schema["properties"]["readout"]["properties"]["mode"]["enum"] = names
     schema["$defs"]["model"]["properties"]["readout"]["enum"] = list(names)
     scoring = schema["properties"]["scoring"]["properties"]
     for unit in UNITS:
         scoring[unit]["properties"]["methods"]["items"] = {"enum": method_names(unit)}
+    masks = schema["properties"]["masks"]["properties"]
+    for key in ("scopes", "random_scopes"):
+        masks[key]["items"] = {"enum": scope_names()}
+        masks[key]["default"] = scope_names()
     export = schema["properties"]["export"]["properties"]
     export["unit"] = {"enum": list(EXPORTABLE_UNITS)}
+    export["scope"] = {"enum": scope_names()}
     names = [name for unit in EXPORTABLE_UNITS for name in method_names(unit)]
     export["method"] = {"enum": list(dict.fromkeys(names))}  # a name shared by two units once
 

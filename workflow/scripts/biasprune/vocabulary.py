@@ -2,7 +2,8 @@
 
 Every other module builds and reads these names through this one; it imports nothing.
 
-Conditions (what a mask is selected on; their names key the mask files and the result tables):
+Conditions (what a mask is selected on; their names key the mask files and the result tables), one syntax per
+scope of the scope registry (SCOPE_REGISTRY, below):
 - scope `variation`: `{d}/{v}`, selected on variation v of domain d;
 - scope `loo`: `{d}/-{v}`, selected on d's other variations, v held out;
 - scope `domain`: `{d}`, selected on every variation of d;
@@ -21,13 +22,12 @@ units), `share={s}` (heads: a share of all query heads), `k={n}` (neurons or hea
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
-# -- scopes -------------------------------------------------------------------------------------------------
-VARIATION, LOO, DOMAIN, CROSS = SCOPES = ("variation", "loo", "domain", "cross")
-# Scopes whose conditions belong to one variation of a domain (pooled per domain in the result tables).
-WITHIN = (VARIATION, LOO)
+# -- scopes (registered with what they mean in SCOPE_REGISTRY, below) ----------------------------------------
+VARIATION, LOO, DOMAIN, CROSS = "variation", "loo", "domain", "cross"
 POOLED = "*"
 
 # -- controls (the `control` column of evaluations and tables) ---------------------------------------------
@@ -56,22 +56,134 @@ TRANSFER = "domain (transfer)"
 HELD_OUT = "cross (held out)"
 LEVELS = (LEVEL_VARIATION, LEVEL_LOO, IN_CONTEXT, TRANSFER, HELD_OUT)
 OTHER_CONTEXT = (TRANSFER, HELD_OUT)  # selected outside the evaluated domain
-# Row labels of the transfer matrix for the pooled within-domain conditions.
-SELECTION_NOUNS = {VARIATION: "variation masks", LOO: "leave-one-out masks"}
+
+
+# -- the scope registry ----------------------------------------------------------------------------------
+# What a scope selects in one domain: {the condition's variation (None at a scope whose conditions belong to
+# none): {domain: the variations it is selected on}}.
+Selections = dict[str | None, dict[str, list[str]]]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A way of choosing the variations a mask is selected on; everything the study does with a scope reads
+    its entry. `syntax`: its condition names, `{d}` the domain, `{v}` the variation of a scope whose conditions
+    belong to one variation of a domain (`within`: pooled per domain as `{v}` = `*` in the result tables);
+    `tried`: where a name read without its scope tries this syntax (lowest first, `_pattern`);
+    `select(domain, variations)`: its conditions of `domain` given {domain: its variations} (none where the
+    scope needs more variations or domains); `levels`: its generalisation level evaluated in-sample and out of
+    sample (None: no level); `targets(condition, domain, variations, cross_in_sample)`: the variations of an
+    evaluated domain its condition is evaluated on; `noun`: the transfer matrix's row for its pooled
+    conditions; `combines`: whether several variations are combined into one mask (the
+    `masks.<unit>.common` rule); `evaluate_keys`: the `evaluate` settings its evaluations read."""
+
+    name: str
+    syntax: str
+    tried: int
+    select: Callable[[str, Mapping[str, Sequence[str]]], Selections]
+    levels: tuple[str | None, str | None]
+    targets: Callable[..., tuple[str, ...]]
+    noun: str | None = None
+    combines: bool = True
+    evaluate_keys: tuple[str, ...] = ()
+
+    @property
+    def within(self) -> bool:
+        return "{v}" in self.syntax
+
+
+@cache
+def _pattern(syntax: str, loose: bool) -> re.Pattern:
+    """A syntax's names as a regular expression: a field runs up to the first occurrence of the character that
+    follows it (`{d}/-{v}`: the domain is what precedes the first /), the last one to the end. A name read
+    without its scope takes the first scope (by `tried`) whose loose pattern (fields may be empty) it fits,
+    and is then parsed strictly (fields not empty) as that scope's or refused."""
+    parts = re.split(r"\{([dv])\}", syntax)  # literals and fields alternate
+    out = ""
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out += re.escape(part)
+            continue
+        stop = parts[i + 1][:1]
+        body = "[^" + re.escape(stop) + "]" if stop else "."
+        out += f"(?P<{part}>{body}{'*' if loose else '+'})"
+    return re.compile(out, re.DOTALL)
+
+
+def _own_variation(condition, domain, variations, cross_in_sample=False) -> tuple[str, ...]:
+    return (condition.variation,) if condition.domain == domain else ()
+
+
+def _every_domain(condition, domain, variations, cross_in_sample=False) -> tuple[str, ...]:
+    return tuple(variations)
+
+
+def _held_out_domain(condition, domain, variations, cross_in_sample=False) -> tuple[str, ...]:
+    """The domain left out, and the domains it was selected on where `evaluate.cross_in_sample` asks."""
+    return tuple(variations) if condition.domain == domain or cross_in_sample else ()
+
+
+# The study's scopes, in its order (the config's default, the tables').
+SCOPE_REGISTRY = (
+    Scope(
+        VARIATION,
+        "{d}/{v}",
+        1,
+        lambda d, vs: {v: {d: [v]} for v in vs[d]},
+        (LEVEL_VARIATION, LEVEL_VARIATION),
+        _own_variation,
+        noun="variation masks",
+        combines=False,
+    ),
+    Scope(
+        LOO,
+        "{d}/-{v}",
+        0,
+        lambda d, vs: (
+            {held: {d: [v for v in vs[d] if v != held]} for held in vs[d]} if len(vs[d]) > 1 else {}
+        ),
+        (LEVEL_LOO, LEVEL_LOO),
+        _own_variation,
+        noun="leave-one-out masks",
+    ),
+    Scope(DOMAIN, "{d}", 3, lambda d, vs: {None: {d: list(vs[d])}}, (IN_CONTEXT, TRANSFER), _every_domain),
+    Scope(
+        CROSS,
+        "-{d}",
+        2,
+        lambda d, vs: {None: {o: list(v) for o, v in vs.items() if o != d}} if len(vs) > 1 else {},
+        (None, HELD_OUT),
+        _held_out_domain,
+        evaluate_keys=("cross_in_sample",),
+    ),
+)
+SCOPES = tuple(entry.name for entry in SCOPE_REGISTRY)
+# Scopes whose conditions belong to one variation of a domain (pooled per domain in the result tables).
+WITHIN = tuple(entry.name for entry in SCOPE_REGISTRY if entry.within)
+
+
+def scope_entry(name: str) -> Scope:
+    """The registry's entry of a scope."""
+    for entry in SCOPE_REGISTRY:
+        if entry.name == name:
+            return entry
+    raise ValueError(f"not a scope: {name!r} (one of {', '.join(e.name for e in SCOPE_REGISTRY)})")
+
+
+def scope_names() -> list[str]:
+    """Every registered scope, in the registry's order (SCOPES, read when the registry may have grown)."""
+    return [entry.name for entry in SCOPE_REGISTRY]
+
+
+def within(scope: str) -> bool:
+    """Whether a scope's conditions belong to one variation of a domain (pooled per domain in the tables)."""
+    return scope_entry(scope).within
 
 
 def generalisation(scope: str, in_sample: bool) -> str | None:
     """The level of a mask of `scope` evaluated in-sample or not (None: a cross mask on a domain it was
     selected on, which is no level)."""
-    if scope == VARIATION:
-        return LEVEL_VARIATION
-    if scope == LOO:
-        return LEVEL_LOO
-    if scope == DOMAIN:
-        return IN_CONTEXT if in_sample else TRANSFER
-    if scope == CROSS:
-        return None if in_sample else HELD_OUT
-    raise ValueError(f"not a scope: {scope!r} (one of {', '.join(SCOPES)})")
+    return scope_entry(scope).levels[0 if in_sample else 1]
 
 
 def units_label(unit, method):
@@ -96,78 +208,53 @@ class Condition:
     variation: str | None = None
 
     def __post_init__(self):
-        if self.scope not in SCOPES:
-            raise ValueError(f"not a scope: {self.scope!r} (one of {', '.join(SCOPES)})")
-        if self.variation is not None and self.scope not in WITHIN:
+        if not scope_entry(self.scope).within and self.variation is not None:
             raise ValueError(f"a {self.scope} condition has no variation, got {self.variation!r}")
 
     @property
     def pooled(self) -> bool:
-        return self.scope in WITHIN and self.variation is None
+        return within(self.scope) and self.variation is None
 
     def pool(self) -> Condition:
         """The pooled condition this one belongs to (`{d}/*` or `{d}/-*`)."""
-        if self.scope not in WITHIN:
+        if not within(self.scope):
             raise ValueError(f"a {self.scope} condition is not pooled: {self.format()!r}")
         return Condition(self.scope, self.domain)
 
     def format(self) -> str:
         variation = POOLED if self.variation is None else self.variation
-        if self.scope == VARIATION:
-            return f"{self.domain}/{variation}"
-        if self.scope == LOO:
-            return f"{self.domain}/-{variation}"
-        return f"-{self.domain}" if self.scope == CROSS else self.domain
+        return scope_entry(self.scope).syntax.format(d=self.domain, v=variation)
 
     def selection_label(self) -> str:
         """Its row of the transfer matrix: '{d} (variation masks)', '{d} (leave-one-out masks)', or the name."""
-        if self.scope in WITHIN:
-            return f"{self.domain} ({SELECTION_NOUNS[self.scope]})"
-        return self.format()
+        noun = scope_entry(self.scope).noun
+        return f"{self.domain} ({noun})" if noun else self.format()
 
     @classmethod
     def parse(cls, text: str, scope: str | None = None) -> Condition:
         """The condition a name stands for; `scope` where known (it decides names the syntax leaves open)."""
         if scope is None:
-            _, slash, rest = text.partition("/")
-            scope = (
-                (LOO if rest.startswith("-") else VARIATION)
-                if slash
-                else CROSS
-                if text[:1] == "-"
-                else DOMAIN
-            )
-        if scope in WITHIN:
-            domain, slash, rest = text.partition("/")
-            if not slash or not domain or (scope == LOO and not rest.startswith("-")):
-                raise ValueError(f"not a {scope} condition: {text!r}")
-            variation = rest.removeprefix("-") if scope == LOO else rest
-            if not variation:
-                raise ValueError(f"not a {scope} condition: {text!r}")
-            return cls(scope, domain, None if variation == POOLED else variation)
-        if scope == CROSS:
-            if not text.startswith("-") or len(text) < 2:
-                raise ValueError(f"not a cross condition: {text!r}")
-            return cls(CROSS, text[1:])
-        if scope == DOMAIN and not text:
-            raise ValueError("not a domain condition: ''")
-        return cls(scope, text)
+            tried = sorted(SCOPE_REGISTRY, key=lambda entry: entry.tried)
+            scope = next((e.name for e in tried if _pattern(e.syntax, True).fullmatch(text)), None)
+            if scope is None:
+                raise ValueError(f"not a condition: {text!r}")
+        match = _pattern(scope_entry(scope).syntax, False).fullmatch(text)
+        if not match:
+            raise ValueError(f"not a {scope} condition: {text!r}")
+        variation = match.groupdict().get("v")
+        return cls(scope, match["d"], None if variation == POOLED else variation)
 
 
 def scope_selections(scope: str, variations: Mapping[str, Sequence[str]]) -> dict[str, dict[str, list[str]]]:
     """{condition name: {domain: [variations it is selected on]}} of one scope over `variations` ({domain:
-    its variations}); `loo` needs two variations of a domain, `cross` two domains."""
-    out: dict[Condition, dict[str, list[str]]] = {}
-    for domain, names in variations.items():
-        if scope == VARIATION:
-            out |= {Condition(VARIATION, domain, v): {domain: [v]} for v in names}
-        elif scope == LOO and len(names) > 1:
-            out |= {Condition(LOO, domain, held): {domain: [v for v in names if v != held]} for held in names}
-        elif scope == DOMAIN:
-            out[Condition(DOMAIN, domain)] = {domain: list(names)}
-        elif scope == CROSS and len(variations) > 1:
-            out[Condition(CROSS, domain)] = {d: list(v) for d, v in variations.items() if d != domain}
-    return {condition.format(): selection for condition, selection in out.items()}
+    its variations}), as its registry entry selects (`loo` needs two variations of a domain, `cross` two
+    domains)."""
+    entry = scope_entry(scope)
+    return {
+        Condition(scope, domain, variation).format(): selection
+        for domain in variations
+        for variation, selection in entry.select(domain, variations).items()
+    }
 
 
 _INTEGER = re.compile(r"[+-]?\d+")
