@@ -1,7 +1,7 @@
 """Whether two finished runs of one config made the same tables and figures: every Parquet table's contents
 (its metadata aside: that holds the run's commit and day), every CSV and PNG byte for byte, every SVG byte for
 byte once matplotlib's element ids are numbered in order (a figure drawn before svg.hashsalt was set named its
-clip paths, markers and images at random). The HTML pages are left out: they stamp the run's date.
+clip paths, markers and images at random; ids nothing refers to are dropped). The HTML pages are left out: they stamp the run's date.
 
     python scripts/compare_runs.py BEFORE AFTER
 
@@ -22,9 +22,18 @@ SVG_ID = re.compile(r'(id="|#)((?:image|[pm])[0-9a-f]{10})\b')
 
 
 def svg_text(path: Path) -> str:
-    """An SVG with matplotlib's ids renamed in order of first appearance."""
+    """An SVG with matplotlib's ids renamed in order of first appearance; an id nothing refers to (an
+    embedded image's: random before the salt, the same for two equal images since) is dropped."""
+    text = path.read_text()
+    referred = {m.group(2) for m in SVG_ID.finditer(text) if m.group(1) == "#"}
     ids: dict[str, str] = {}
-    return SVG_ID.sub(lambda m: m.group(1) + ids.setdefault(m.group(2), f"id{len(ids)}"), path.read_text())
+
+    def rename(m: re.Match) -> str:
+        if m.group(2) not in referred:
+            return m.group(1)
+        return m.group(1) + ids.setdefault(m.group(2), f"id{len(ids)}")
+
+    return SVG_ID.sub(rename, text)
 
 
 def run_folder(folder: Path) -> Path:
