@@ -31,6 +31,11 @@ def by_model(columns: Sequence[str]) -> tuple[str, ...]:
     return ("model", *columns)
 
 
+# A baseline row: where it is, its gap (signed SMD, interval, |SMD| and its permutation p), its invalid rates.
+ROW = ("domain", "variation", "level")
+GAP = ("smd", "smd_low", "smd_high", "measurable", "abs_smd", "abs_smd_p")
+INVALID = ("invalid_rate_ref", "invalid_rate_focal")
+
 # -- one model's appendix --------------------------------------------------------------------------------------
 BASELINE = Table(
     "baseline",
@@ -38,23 +43,7 @@ BASELINE = Table(
     "Per variation and domain: group means, SMD with 95% CI, Mann-Whitney p, invalid rates, and the readout's "
     "own masses (mean per prompt: the expected readout's grid coverage, the exact readout's invalid and "
     "unexplored mass).",
-    (
-        "domain",
-        "variation",
-        "level",
-        "mean_ref",
-        "mean_focal",
-        "smd",
-        "smd_low",
-        "smd_high",
-        "measurable",
-        "abs_smd",
-        "abs_smd_p",
-        "mwu_p",
-        "invalid_rate_ref",
-        "invalid_rate_focal",
-        *MASSES,
-    ),
+    (*ROW, "mean_ref", "mean_focal", *GAP, "mwu_p", *INVALID, *MASSES),
 )
 TRANSFER = Table(
     "transfer",
@@ -93,23 +82,7 @@ APPENDIX = (BASELINE, TRANSFER)
 # -- several models side by side -------------------------------------------------------------------------------
 # The comparison's baseline rows (its baseline.csv and page): the groups and their sizes instead of the group
 # means and masses of the appendix, which differ in scale from model to model.
-COMPARISON_BASELINE_COLUMNS = (
-    "domain",
-    "variation",
-    "level",
-    "group_ref",
-    "group_focal",
-    "n_ref",
-    "n_focal",
-    "smd",
-    "smd_low",
-    "smd_high",
-    "measurable",
-    "abs_smd",
-    "abs_smd_p",
-    "invalid_rate_ref",
-    "invalid_rate_focal",
-)
+COMPARISON_BASELINE_COLUMNS = (*ROW, "group_ref", "group_focal", "n_ref", "n_focal", *GAP, *INVALID)
 GEOMETRY = ("architecture", "n_layers", "n_heads", "n_kv_heads", "d_model", "d_mlp", "n_parameters")
 MODELS = Table("models", "Models", "", by_model(GEOMETRY))
 BASELINE_BY_DOMAIN = Table(
