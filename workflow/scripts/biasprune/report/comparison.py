@@ -2,8 +2,7 @@
 sit by relative depth, as long tables (`model` first, models in the order of config `models`), figures drawn
 on one scale for every model, and a standalone HTML page. Nothing is pooled across models: each model's
 estimates, intervals and verdicts are its own (an inconclusive verdict stays inconclusive), placed beside
-the others'. Where the components sit
-by relative depth: placement.py."""
+the others'. How relative depth is measured: placement.py; the figures: figures.COMPARISON."""
 
 from __future__ import annotations
 
